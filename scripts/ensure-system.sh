@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Mayfly needs when any is missing, then the npm
+# dependencies when node_modules is missing. Idempotent and quiet when all is there.
+# Used by `npm start`, `npm test` and `npm run bench` (see package.json).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# command -> Debian package that provides it
+declare -A need=(
+  [qemu-system-x86_64]=qemu-system-x86
+  [nats-server]=nats-server
+  [prometheus]=prometheus
+  [promtool]=prometheus
+  [busybox]=busybox-static
+  [lz4]=lz4
+  [zstd]=zstd
+  [cpio]=cpio
+  [strip]=binutils
+  [dpkg-deb]=dpkg
+  [file]=file
+)
+missing=()
+for cmd in "${!need[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
+done
+# The guest's /init needs a static busybox, not a dynamically linked one.
+if command -v busybox >/dev/null 2>&1 && ! file -L "$(command -v busybox)" 2>/dev/null | grep -q 'statically linked'; then
+  [ -x /bin/busybox ] && file -L /bin/busybox | grep -q 'statically linked' || missing+=(busybox-static)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
+  echo "mayfly: installing Debian packages: $pkgs" >&2
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq >/dev/null || true
+  # shellcheck disable=SC2086
+  $SUDO apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
+  # Debian starts services from packages; Mayfly runs its own instances.
+  for svc in prometheus nats-server; do
+    $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
+  done
+fi
+if [ ! -d node_modules ] || [ package.json -nt node_modules/.package-lock.json ]; then
+  echo "mayfly: installing npm dependencies" >&2
+  npm install --no-audit --no-fund --loglevel=error >&2
+fi

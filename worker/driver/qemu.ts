@@ -1,0 +1,288 @@
+/**
+ * QEMU driver: one `qemu-system-x86_64 -M microvm` process per VM, direct
+ * kernel boot (uncompressed vmlinux, PVH entry), guest channel on a
+ * virtio-console whose chardev is a unix socket, control over QMP.
+ *
+ * `create` starts QEMU with `-S` (no guest instruction runs), connects QMP and
+ * the channel: that is the prepare phase of LightVM's split toolstack. `start`
+ * is a QMP `cont`. The guest has no network device (`-nodefaults`, no -nic).
+ * `destroy` SIGKILLs the process (there is no disk state to flush), waits for
+ * it to be reaped, and removes the VM's folder with its sockets.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { QmpClient } from './qmp.js';
+import { DriverError, type HypervisorDriver, type Vm, type VmExit, type VmSpec, type VmState } from './types.js';
+
+export type Accel = 'kvm' | 'tcg';
+
+export interface QemuDriverOptions {
+  accel: Accel;
+  /** Folder for per-VM sockets; unix socket paths must stay under 108 bytes. */
+  runDir: string;
+  qemuBinary?: string;
+  /** Write the guest kernel's console to <vm dir>/console.log (debugging; off by default). */
+  consoleLog?: boolean;
+  /** How long QEMU may take to come up with its sockets. */
+  startTimeoutMs?: number;
+}
+
+/** Kernel arguments measured to boot fast on microvm (../shared/notes/qemu-on-this-machine.md). */
+const BASE_KERNEL_ARGS = [
+  'quiet',
+  'panic=-1', // with -no-reboot a guest panic ends the QEMU process: the worker sees it at once
+  'cryptomgr.notests',
+  'no_timer_check',
+  'i8042.noaux',
+  'i8042.nomux',
+  'i8042.nopnp',
+  'i8042.dumbkbd',
+  'nokaslr',
+  // Safe only because isolation is enforced at the VM boundary by the host, not inside the guest.
+  'mitigations=off',
+  'init_on_alloc=0',
+  'rodata=off',
+  'audit=0',
+  'apparmor=0',
+  'security=none',
+  'random.trust_cpu=on',
+  '8250.nr_uarts=1',
+  'pci=off',
+  'initcall_blacklist=init_kprobe_trace,cubictcp_register,crypto_kdf108_init,load_system_certificate_list,init_ima,init_encrypted,cmos_init,audit_fsnotify_init,snapshot_device_init,hugetlb_init',
+];
+
+/** Under TCG the guest cannot calibrate the TSC on microvm and hangs: give it the host's rate. */
+export function hostTscKhz(): number | null {
+  try {
+    const m = /^cpu MHz\s*:\s*([\d.]+)/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'));
+    return m ? Math.round(Number(m[1]) * 1000) : null;
+  } catch {
+    return null;
+  }
+}
+
+const STDERR_TAIL = 4096;
+
+class QemuVm implements Vm {
+  state: VmState = 'prepared';
+  readonly exited: Promise<VmExit>;
+  destroying: Promise<void> | null = null;
+  destroyReason: string | null = null;
+  stderrTail = '';
+  qmp: QmpClient | null = null;
+  channel!: net.Socket;
+  private resolveExit!: (e: VmExit) => void;
+
+  constructor(
+    readonly spec: VmSpec,
+    readonly dir: string,
+    readonly proc: ChildProcess,
+  ) {
+    this.exited = new Promise((r) => (this.resolveExit = r));
+    proc.stderr?.setEncoding('utf8');
+    proc.stderr?.on('data', (d: string) => {
+      this.stderrTail = (this.stderrTail + d).slice(-STDERR_TAIL);
+    });
+    proc.once('exit', (code, signal) => {
+      this.state = 'exited';
+      this.qmp?.close();
+      this.channel?.destroy();
+      const how = signal ? `signal ${signal}` : `exit code ${code}`;
+      this.resolveExit(
+        this.destroyReason !== null
+          ? { reason: 'destroyed', detail: this.destroyReason }
+          : { reason: 'crashed', detail: `QEMU ended by itself (${how})${this.stderrTail ? `: ${this.stderrTail.trim()}` : ''}` },
+      );
+    });
+  }
+
+  get id(): string {
+    return this.spec.id;
+  }
+}
+
+export class QemuDriver implements HypervisorDriver {
+  readonly name = 'qemu';
+  private readonly vms = new Map<string, QemuVm>();
+  private readonly qemu: string;
+  private readonly tscKhz = hostTscKhz();
+
+  constructor(private readonly opts: QemuDriverOptions) {
+    this.qemu = opts.qemuBinary ?? 'qemu-system-x86_64';
+  }
+
+  get accel(): Accel {
+    return this.opts.accel;
+  }
+
+  kernelCommandLine(spec: VmSpec): string {
+    const args = [...BASE_KERNEL_ARGS];
+    if (this.opts.consoleLog) args.unshift('console=ttyS0');
+    if (this.opts.accel === 'tcg' && this.tscKhz) args.push(`tsc_early_khz=${this.tscKhz}`, 'tsc=reliable');
+    return [...args, ...(spec.kernelArgs ?? [])].join(' ');
+  }
+
+  async create(spec: VmSpec): Promise<Vm> {
+    if (!/^[A-Za-z0-9_-]{1,48}$/.test(spec.id)) throw new DriverError('VM_START_FAILED', `invalid VM id "${spec.id}"`);
+    if (this.vms.has(spec.id)) throw new DriverError('VM_START_FAILED', `VM id "${spec.id}" is already in use`);
+    const dir = path.join(this.opts.runDir, spec.id);
+    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+    const qmpPath = path.join(dir, 'qmp.sock');
+    const chPath = path.join(dir, 'ch.sock');
+    const args = [
+      '-name', `mayfly-${spec.id}`,
+      '-M', 'microvm',
+      '-accel', this.opts.accel,
+      '-cpu', this.opts.accel === 'kvm' ? 'host' : 'max',
+      '-m', String(spec.memoryMiB),
+      '-smp', String(spec.vcpus ?? 1),
+      '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
+      '-S',
+      '-kernel', spec.kernelPath,
+      '-initrd', spec.initrdPath,
+      '-append', this.kernelCommandLine(spec),
+      '-chardev', `socket,id=ch0,path=${chPath},server=on,wait=off`,
+      '-device', 'virtio-serial-device,max_ports=1',
+      '-device', 'virtconsole,chardev=ch0',
+      '-qmp', `unix:${qmpPath},server=on,wait=off`,
+      '-serial', this.opts.consoleLog ? `file:${path.join(dir, 'console.log')}` : 'none',
+    ];
+    const proc = spawn(this.qemu, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const vm = new QemuVm(spec, dir, proc);
+    this.vms.set(spec.id, vm);
+    const spawnError = new Promise<Error>((resolve) => proc.once('error', resolve));
+    try {
+      await this.waitForSockets(vm, [qmpPath, chPath], spawnError);
+      const timeout = this.opts.startTimeoutMs ?? 15_000;
+      vm.qmp = await QmpClient.connect(qmpPath, timeout);
+      vm.channel = await connectUnix(chPath, timeout);
+      return vm;
+    } catch (err) {
+      await this.destroy(vm, 'create failed');
+      const detail = vm.stderrTail.trim();
+      throw new DriverError(
+        'VM_START_FAILED',
+        `could not start QEMU for VM ${spec.id}: ${(err as Error).message}${detail ? ` (${detail})` : ''}`,
+      );
+    }
+  }
+
+  async start(vm: Vm): Promise<void> {
+    const q = this.own(vm);
+    await this.control(q, 'cont');
+    q.state = 'running';
+  }
+
+  async pause(vm: Vm): Promise<void> {
+    const q = this.own(vm);
+    await this.control(q, 'stop');
+    q.state = 'paused';
+  }
+
+  async queryState(vm: Vm): Promise<VmState> {
+    const q = this.own(vm);
+    if (q.state === 'exited' || !q.qmp) return 'exited';
+    const st = await this.control<{ status: string }>(q, 'query-status');
+    switch (st.status) {
+      case 'prelaunch':
+        return 'prepared';
+      case 'running':
+        return 'running';
+      case 'paused':
+        return q.state === 'prepared' ? 'prepared' : 'paused';
+      default:
+        return 'exited';
+    }
+  }
+
+  destroy(vm: Vm, why = 'destroyed by the worker'): Promise<void> {
+    const q = this.own(vm);
+    if (!q.destroying) {
+      q.destroyReason = why;
+      q.destroying = (async () => {
+        if (q.proc.exitCode === null && q.proc.signalCode === null) {
+          q.proc.kill('SIGKILL');
+          await q.exited;
+        }
+        q.qmp?.close();
+        q.channel?.destroy();
+        await fsp.rm(q.dir, { recursive: true, force: true });
+        this.vms.delete(q.id);
+      })();
+    }
+    return q.destroying;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.vms.values()].map((vm) => this.destroy(vm, 'driver closed')));
+  }
+
+  /** Ids of the VMs this driver still owns (tests use it to prove nothing leaks). */
+  liveVmIds(): string[] {
+    return [...this.vms.keys()];
+  }
+
+  /** PIDs of this driver's QEMU processes. */
+  pids(): number[] {
+    return [...this.vms.values()].map((v) => v.proc.pid).filter((p): p is number => p !== undefined);
+  }
+
+  private own(vm: Vm): QemuVm {
+    const q = this.vms.get(vm.id);
+    if (!q || q !== vm) throw new DriverError('VM_GONE', `VM ${vm.id} is not (or no longer) owned by this driver`);
+    return q;
+  }
+
+  private async control<T>(q: QemuVm, command: string): Promise<T> {
+    if (q.state === 'exited' || !q.qmp) throw new DriverError('VM_GONE', `VM ${q.id} has exited`);
+    try {
+      return await q.qmp.execute<T>(command);
+    } catch (err) {
+      throw new DriverError('VM_CONTROL_FAILED', `${command} on VM ${q.id} failed: ${(err as Error).message}`);
+    }
+  }
+
+  private async waitForSockets(vm: QemuVm, paths: string[], spawnError: Promise<Error>): Promise<void> {
+    const deadline = Date.now() + (this.opts.startTimeoutMs ?? 15_000);
+    let failed: Error | null = null;
+    void spawnError.then((e) => (failed = e));
+    for (;;) {
+      if (failed) throw failed;
+      if (vm.state === 'exited') throw new Error('QEMU exited during start');
+      if (paths.every((p) => fs.existsSync(p))) return;
+      if (Date.now() > deadline) throw new Error('QEMU did not create its sockets in time');
+      await sleep(5);
+    }
+  }
+}
+
+function connectUnix(p: string, timeoutMs: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.createConnection(p);
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new Error(`could not connect to ${p} within ${timeoutMs} ms`));
+    }, timeoutMs);
+    s.once('connect', () => {
+      clearTimeout(timer);
+      s.removeAllListeners('error');
+      // The channel's user learns of failures from 'close' and the VM's exit.
+      s.on('error', () => {});
+      resolve(s);
+    });
+    s.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+  });
+}
+
+/** A run folder short enough for unix socket paths, unique to this process. */
+export function defaultRunDir(): string {
+  return path.join(os.tmpdir(), `mayfly-${process.pid}`);
+}

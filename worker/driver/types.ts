@@ -1,0 +1,65 @@
+/**
+ * The hypervisor driver interface: the only thing the worker knows about how a
+ * VM is made. LightVM's split toolstack shows in `create`, which does the slow
+ * part (process start, device setup, control and guest channels connected) and
+ * leaves the VM paused before its first instruction; `start` only lets it run.
+ * Implementations: ./qemu.ts (QEMU microvm, KVM or TCG); Xen (`xl`) later.
+ */
+import type { Duplex } from 'node:stream';
+
+export interface VmSpec {
+  /** Unique per worker; used for file names and the hypervisor's VM name. */
+  id: string;
+  kernelPath: string;
+  initrdPath: string;
+  /** Guest RAM in MiB. */
+  memoryMiB: number;
+  vcpus?: number;
+  /** Extra kernel command line arguments appended to the driver's own. */
+  kernelArgs?: string[];
+}
+
+export type VmState = 'prepared' | 'running' | 'paused' | 'exited';
+
+export interface VmExit {
+  /** Why the VM is gone: destroyed on request, or the hypervisor process ended by itself. */
+  reason: 'destroyed' | 'crashed';
+  detail: string;
+}
+
+export interface Vm {
+  readonly id: string;
+  readonly spec: VmSpec;
+  /** Byte channel to the guest agent (host side of the virtio-console). */
+  readonly channel: Duplex;
+  /** Current state as the worker last set or observed it. */
+  readonly state: VmState;
+  /** Settles once the VM is gone, whoever ended it. Never rejects. */
+  readonly exited: Promise<VmExit>;
+}
+
+export interface HypervisorDriver {
+  readonly name: string;
+  /** Prepares a paused VM with its channel connected. Nothing of the guest has run yet. */
+  create(spec: VmSpec): Promise<Vm>;
+  /** First start (boot) of a prepared VM, or resume of a paused one. */
+  start(vm: Vm): Promise<void>;
+  pause(vm: Vm): Promise<void>;
+  /** Stops the VM and frees everything it held (process, sockets, files). Idempotent. */
+  destroy(vm: Vm, why?: string): Promise<void>;
+  /** Asks the hypervisor, not a cache. */
+  queryState(vm: Vm): Promise<VmState>;
+  /** Destroys every VM this driver still owns. */
+  close(): Promise<void>;
+}
+
+/** Errors from drivers carry a code a caller can branch on. */
+export class DriverError extends Error {
+  constructor(
+    readonly code: 'VM_START_FAILED' | 'VM_CONTROL_FAILED' | 'VM_GONE' | 'DRIVER_UNAVAILABLE',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'DriverError';
+  }
+}
