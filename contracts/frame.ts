@@ -44,30 +44,37 @@ export function encodeFrame(message: unknown): Buffer {
 export class FrameDecoder {
   private chunks: Buffer[] = [];
   private buffered = 0;
+  /** Total size of the frame being received, once its header was read. */
+  private expected: number | null = null;
   private failed: FrameError | null = null;
 
   constructor(private readonly maxFrameBytes: number) {}
 
   push(chunk: Buffer): unknown[] {
     if (this.failed) throw this.failed;
+    if (chunk.length === 0) return [];
     this.chunks.push(chunk);
     this.buffered += chunk.length;
     const messages: unknown[] = [];
     for (;;) {
-      if (this.buffered < 2) break;
-      const head = this.peek(Math.min(this.buffered, FRAME_HEADER_BYTES));
-      if (head[0] !== FRAME_MAGIC_0 || head[1] !== FRAME_MAGIC_1) {
-        return this.fail(new FrameError('FRAME_BAD_MAGIC', `bad frame magic 0x${head.subarray(0, 2).toString('hex')}`));
+      if (this.expected === null) {
+        if (this.buffered < 2) break;
+        const head = this.head(Math.min(this.buffered, FRAME_HEADER_BYTES));
+        if (head[0] !== FRAME_MAGIC_0 || head[1] !== FRAME_MAGIC_1) {
+          return this.fail(new FrameError('FRAME_BAD_MAGIC', `bad frame magic 0x${head.subarray(0, 2).toString('hex')}`));
+        }
+        if (head.length < FRAME_HEADER_BYTES) break;
+        const length = head.readUInt32BE(2);
+        if (length > this.maxFrameBytes) {
+          return this.fail(
+            new FrameError('FRAME_TOO_LARGE', `frame of ${length} bytes exceeds the limit of ${this.maxFrameBytes} bytes`),
+          );
+        }
+        this.expected = FRAME_HEADER_BYTES + length;
       }
-      if (head.length < FRAME_HEADER_BYTES) break;
-      const length = head.readUInt32BE(2);
-      if (length > this.maxFrameBytes) {
-        return this.fail(
-          new FrameError('FRAME_TOO_LARGE', `frame of ${length} bytes exceeds the limit of ${this.maxFrameBytes} bytes`),
-        );
-      }
-      if (this.buffered < FRAME_HEADER_BYTES + length) break;
-      const frame = this.take(FRAME_HEADER_BYTES + length);
+      if (this.buffered < this.expected) break;
+      const frame = this.take(this.expected);
+      this.expected = null;
       try {
         messages.push(JSON.parse(frame.toString('utf8', FRAME_HEADER_BYTES)));
       } catch (err) {
@@ -89,14 +96,22 @@ export class FrameDecoder {
     throw err;
   }
 
-  private peek(n: number): Buffer {
+  /** Copies the first n (<= header size) bytes, however the input was split. */
+  private head(n: number): Buffer {
     const first = this.chunks[0]!;
     if (first.length >= n) return first.subarray(0, n);
-    return Buffer.concat(this.chunks).subarray(0, n);
+    const out = Buffer.allocUnsafe(n);
+    let off = 0;
+    for (const c of this.chunks) {
+      off += c.copy(out, off, 0, Math.min(c.length, n - off));
+      if (off === n) break;
+    }
+    return out;
   }
 
+  /** Removes and returns the first n bytes: one concatenation per frame, so input split into tiny chunks stays linear. */
   private take(n: number): Buffer {
-    const all = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
+    const all = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.buffered);
     const rest = all.subarray(n);
     this.chunks = rest.length > 0 ? [rest] : [];
     this.buffered = rest.length;

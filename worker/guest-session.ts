@@ -6,7 +6,7 @@
  * violation (GuestChannel) — each ends the VM and fails the pending operation
  * with a coded InvocationError. A guest can never block or crash the worker.
  */
-import type { ErrorInfo, InvocationEvent, GuestMessage } from '../contracts/guest-protocol.js';
+import type { ErrorInfo, GuestMessage, HostMessage, InvocationEvent } from '../contracts/guest-protocol.js';
 import type { HypervisorDriver, Vm } from './driver/types.js';
 import { GuestChannel, GuestFault, type GuestFaultCode } from './guest-channel.js';
 
@@ -129,7 +129,7 @@ export class GuestSession {
       'INIT_TIMEOUT',
       'the function did not finish loading',
     );
-    this.channel.send({ type: 'init', ...fn });
+    this.send({ type: 'init', ...fn });
     const { msg, logs } = await done;
     if (!msg.ok) {
       throw new InvocationError('INIT_FAILED', `the function failed to load: ${msg.error.message}`, logs, msg.error);
@@ -146,7 +146,7 @@ export class GuestSession {
       `the function did not return within ${req.timeoutMs} ms; its VM was destroyed`,
       req.callId,
     );
-    this.channel.send({ type: 'run', callId: req.callId, event: req.event, timeoutMs: req.timeoutMs });
+    this.send({ type: 'run', callId: req.callId, event: req.event, timeoutMs: req.timeoutMs });
     const { msg, logs } = await result;
     const durationMs = performance.now() - t0;
     return msg.ok
@@ -154,9 +154,18 @@ export class GuestSession {
       : { ok: false, error: msg.error, logs, durationMs };
   }
 
+  /** Sends to the guest; a failure to send ends the session, which fails the pending operation. */
+  private send(msg: HostMessage): void {
+    try {
+      this.channel.send(msg);
+    } catch (err) {
+      this.end(new InvocationError('VM_CRASHED', `could not send to the guest: ${(err as Error).message}`));
+    }
+  }
+
   /** Destroys the VM; pending operations fail. */
   async destroy(why: string): Promise<void> {
-    this.channel.close();
+    this.end(new InvocationError('VM_CRASHED', `the VM was destroyed: ${why}`));
     await this.driver.destroy(this.vm, why);
   }
 

@@ -11,6 +11,7 @@
  * Only Node built-ins and ../../contracts/frame.js may be imported here: the
  * image builder ships exactly those files into the guest.
  */
+import { Console } from 'node:console';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -184,6 +185,8 @@ function onMessage(raw: unknown): void {
 function main(): void {
   capture('stdout');
   capture('stderr');
+  // The guest's stdout is a terminal (the kernel console): without this, console.log would add colour codes.
+  globalThis.console = new Console({ stdout: process.stdout, stderr: process.stderr, colorMode: false });
   // As PID 1, exiting would panic the guest kernel: turn it into an error.
   process.exit = ((code?: number) => {
     throw new Error(`process.exit(${code ?? ''}) is not allowed in a Mayfly function; return a value instead`);

@@ -82,23 +82,33 @@ class QemuVm implements Vm {
     readonly spec: VmSpec,
     readonly dir: string,
     readonly proc: ChildProcess,
+    private readonly onGone: (vm: QemuVm) => void,
   ) {
     this.exited = new Promise((r) => (this.resolveExit = r));
     proc.stderr?.setEncoding('utf8');
     proc.stderr?.on('data', (d: string) => {
       this.stderrTail = (this.stderrTail + d).slice(-STDERR_TAIL);
     });
-    proc.once('exit', (code, signal) => {
-      this.state = 'exited';
-      this.qmp?.close();
-      this.channel?.destroy();
-      const how = signal ? `signal ${signal}` : `exit code ${code}`;
-      this.resolveExit(
-        this.destroyReason !== null
-          ? { reason: 'destroyed', detail: this.destroyReason }
-          : { reason: 'crashed', detail: `QEMU ended by itself (${how})${this.stderrTail ? `: ${this.stderrTail.trim()}` : ''}` },
-      );
+    proc.once('exit', (code, signal) => this.gone(signal ? `signal ${signal}` : `exit code ${code}`));
+    // A QEMU that could not be spawned at all has no exit event.
+    proc.once('error', (err) => {
+      if (proc.pid === undefined) this.gone(`spawn failed: ${err.message}`);
     });
+  }
+
+  private gone(how: string): void {
+    if (this.state === 'exited') return;
+    this.state = 'exited';
+    this.qmp?.close();
+    this.channel?.destroy();
+    // Clean up before anyone learns of the exit: once `exited` settles, nothing of the VM is left.
+    fs.rmSync(this.dir, { recursive: true, force: true });
+    this.onGone(this);
+    this.resolveExit(
+      this.destroyReason !== null
+        ? { reason: 'destroyed', detail: this.destroyReason }
+        : { reason: 'crashed', detail: `QEMU ended by itself (${how})${this.stderrTail ? `: ${this.stderrTail.trim()}` : ''}` },
+    );
   }
 
   get id(): string {
@@ -153,7 +163,9 @@ export class QemuDriver implements HypervisorDriver {
       '-serial', this.opts.consoleLog ? `file:${path.join(dir, 'console.log')}` : 'none',
     ];
     const proc = spawn(this.qemu, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-    const vm = new QemuVm(spec, dir, proc);
+    const vm = new QemuVm(spec, dir, proc, (v) => {
+      if (this.vms.get(v.id) === v) this.vms.delete(v.id);
+    });
     this.vms.set(spec.id, vm);
     const spawnError = new Promise<Error>((resolve) => proc.once('error', resolve));
     try {
@@ -201,21 +213,15 @@ export class QemuDriver implements HypervisorDriver {
   }
 
   destroy(vm: Vm, why = 'destroyed by the worker'): Promise<void> {
-    const q = this.own(vm);
-    if (!q.destroying) {
-      q.destroyReason = why;
-      q.destroying = (async () => {
-        if (q.proc.exitCode === null && q.proc.signalCode === null) {
-          q.proc.kill('SIGKILL');
-          await q.exited;
-        }
-        q.qmp?.close();
-        q.channel?.destroy();
-        await fsp.rm(q.dir, { recursive: true, force: true });
-        this.vms.delete(q.id);
+    if (!(vm instanceof QemuVm)) throw new DriverError('VM_GONE', `VM ${vm.id} was not made by this driver`);
+    if (!vm.destroying) {
+      vm.destroyReason ??= why;
+      vm.destroying = (async () => {
+        if (vm.state !== 'exited') vm.proc.kill('SIGKILL');
+        await vm.exited;
       })();
     }
-    return q.destroying;
+    return vm.destroying;
   }
 
   async close(): Promise<void> {

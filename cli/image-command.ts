@@ -1,0 +1,31 @@
+/** `mayfly image build`: build or find the guest image and report its sizes. */
+import path from 'node:path';
+import { loadConfig, PROJECT_ROOT } from '../contracts/config.js';
+import { ensureImage } from '../functions/image/build.js';
+import { mib, printProgress } from './progress.js';
+
+export async function imageCommand(args: string[]): Promise<number> {
+  if (args[0] !== 'build') {
+    process.stderr.write('usage: mayfly image build\n');
+    return 2;
+  }
+  const config = loadConfig();
+  const t0 = performance.now();
+  const image = await ensureImage({
+    runtime: 'node',
+    cacheDir: config.MAYFLY_CACHE_DIR,
+    agentDir: path.join(PROJECT_ROOT, 'dist'),
+    compression: config.MAYFLY_IMAGE_COMPRESSION,
+    onProgress: printProgress,
+  });
+  const secs = ((performance.now() - t0) / 1000).toFixed(1);
+  process.stdout.write(
+    [
+      `image ${image.imageId} (${image.builtNow ? `built in ${secs} s` : 'from cache'})`,
+      `  kernel  ${image.kernelRelease}  ${mib(image.sizes.kernelBytes)}  ${image.kernelPath}`,
+      `  initrd  ${image.compression}  ${mib(image.sizes.initrdBytes)} (rootfs ${mib(image.sizes.rootfsBytes)}, ${image.files.length} files)  ${image.initrdPath}`,
+      '',
+    ].join('\n'),
+  );
+  return 0;
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env node
+/**
+ * `mayfly` command line. Subcommands:
+ *   run FILE [--event BODY] ...   run a handler once in a fresh VM (like `sam local invoke`)
+ *   image build                   build (or find in the cache) the guest image
+ */
+import { runCommand } from './run-command.js';
+import { imageCommand } from './image-command.js';
+
+const USAGE = `usage: mayfly <command> [options]
+
+commands:
+  run FILE [--event BODY] [--handler NAME] [--method M] [--path P] [--query k=v]...
+           [--header k:v]... [--env K=V]... [--timeout MS] [--memory MB]
+      Build the guest image if needed, boot a VM, run the handler in FILE once,
+      print its result (stdout) and its logs and VM timings (stderr).
+      The request body is --event, or stdin when --event is absent and stdin is not a terminal.
+  image build
+      Build the guest image for the node runtime (cached by content) and print its sizes.
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'run':
+      return runCommand(rest);
+    case 'image':
+      return imageCommand(rest);
+    case undefined:
+    case '-h':
+    case '--help':
+    case 'help':
+      process.stdout.write(USAGE);
+      return command === undefined ? 2 : 0;
+    default:
+      process.stderr.write(`mayfly: unknown command "${command}"\n\n${USAGE}`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`mayfly: ${(err as Error).message ?? String(err)}\n`);
+    process.exitCode = 2;
+  },
+);

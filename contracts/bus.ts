@@ -1,0 +1,100 @@
+/**
+ * NATS subjects, stores and messages shared by gateway, scheduler and worker:
+ * each message has exactly this one definition.
+ *
+ * Sync invocation:
+ *   gateway   --request SUBJECTS.invoke (queue group "schedulers")--> scheduler
+ *   scheduler --request SUBJECTS.hostInvoke(host)--> worker: offer, answered at once
+ *             with { accepted } (admission); refused or silent → next host
+ *   worker    --publish InvokeResult to the gateway's reply subject (`replyTo`)
+ * The scheduler answers the gateway itself only when no host took the call.
+ */
+import { z } from 'zod';
+import { errorInfoSchema, invocationEventSchema } from './guest-protocol.js';
+import { functionRecordSchema } from './functions.js';
+
+export const SUBJECTS = {
+  invoke: 'mayfly.invoke',
+  heartbeat: 'mayfly.heartbeat',
+  hostInvoke: (hostId: string) => `mayfly.host.${hostId}.invoke`,
+} as const;
+
+export const QUEUE_GROUPS = { schedulers: 'mayfly-schedulers' } as const;
+
+export const STORES = {
+  /** KV bucket: function name → FunctionRecord. */
+  functions: 'mayfly_functions',
+  /** Object store: code by content hash. */
+  code: 'mayfly_code',
+} as const;
+
+export const hostIdSchema = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/);
+
+/** How the VM that ran a call was obtained. */
+export const startKindSchema = z.enum(['cold', 'pool', 'clone', 'warm']);
+export type StartKind = z.infer<typeof startKindSchema>;
+
+export const invokeRequestSchema = z.object({
+  callId: z.string().min(1).max(128),
+  fn: functionRecordSchema,
+  event: invocationEventSchema,
+  /** Subject the final InvokeResult goes to. */
+  replyTo: z.string().min(1),
+  /** When the gateway accepted the call (ms since epoch), for queue-wait metrics. */
+  receivedAt: z.number(),
+});
+export type InvokeRequest = z.infer<typeof invokeRequestSchema>;
+
+export const offerReplySchema = z.union([
+  z.object({ accepted: z.literal(true), hostId: hostIdSchema }),
+  z.object({ accepted: z.literal(false), hostId: hostIdSchema, reason: z.string() }),
+]);
+export type OfferReply = z.infer<typeof offerReplySchema>;
+
+/** Platform failure codes a user sees (5xx), next to the function's own errors. */
+export const platformErrorCodeSchema = z.enum([
+  'NO_CAPACITY',
+  'NO_SCHEDULER',
+  'FUNCTION_TIMEOUT',
+  'INIT_FAILED',
+  'VM_FAILED',
+  'GUEST_FAULT',
+  'CODE_UNAVAILABLE',
+  'INTERNAL',
+]);
+export type PlatformErrorCode = z.infer<typeof platformErrorCodeSchema>;
+
+export const logLineSchema = z.object({ stream: z.enum(['stdout', 'stderr']), line: z.string() });
+
+export const invokeResultSchema = z.object({
+  callId: z.string(),
+  hostId: z.string().optional(),
+  start: startKindSchema.optional(),
+  durationMs: z.number(),
+  logs: z.array(logLineSchema),
+  outcome: z.discriminatedUnion('kind', [
+    /** The handler returned; `value` absent means undefined. */
+    z.object({ kind: z.literal('value'), value: z.unknown().optional() }),
+    /** The handler threw or rejected. */
+    z.object({ kind: z.literal('error'), error: errorInfoSchema }),
+    /** The platform could not run it (or the VM failed). */
+    z.object({ kind: z.literal('platform'), code: platformErrorCodeSchema, message: z.string() }),
+  ]),
+});
+export type InvokeResult = z.infer<typeof invokeResultSchema>;
+
+export const heartbeatSchema = z.object({
+  hostId: hostIdSchema,
+  /** Address of the worker's /metrics, for Prometheus discovery. */
+  metricsUrl: z.string().optional(),
+  sentAt: z.number(),
+  memoryBudgetMiB: z.number(),
+  memoryReservedMiB: z.number(),
+  inflight: z.number().int(),
+  vms: z.record(z.string(), z.number().int()),
+  /** `name@version` of functions with an idle warm VM on this host. */
+  warm: z.array(z.string()),
+  /** Ready pre-booted VMs per runtime. */
+  pools: z.record(z.string(), z.number().int()),
+});
+export type Heartbeat = z.infer<typeof heartbeatSchema>;

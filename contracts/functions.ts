@@ -1,0 +1,83 @@
+/**
+ * Functions as users deploy them (the HTTP API's bodies) and as Mayfly stores
+ * them (the record in the NATS KV bucket). Limits are explicit here.
+ */
+import { z } from 'zod';
+
+export const FUNCTION_NAME_PATTERN = /^[a-z0-9-]{1,63}$/;
+export const functionNameSchema = z
+  .string()
+  .regex(FUNCTION_NAME_PATTERN, 'must be 1 to 63 characters of lowercase a-z, 0-9 and "-"');
+
+export const isolationSchema = z.enum(['per-request', 'per-function']);
+export type Isolation = z.infer<typeof isolationSchema>;
+
+/** "128Mi", "128M", "1Gi", "512m" (OpenFaaS/Kubernetes style) or a number of MiB. */
+export function parseMemoryMiB(v: string | number): number | null {
+  if (typeof v === 'number') return Number.isInteger(v) && v > 0 ? v : null;
+  const m = /^(\d+)\s*(Mi|M|m|Gi|G|g)?$/.exec(v.trim());
+  if (!m) return null;
+  const n = Number(m[1]);
+  const unit = m[2] ?? 'Mi';
+  return unit.toLowerCase().startsWith('g') ? n * 1024 : n;
+}
+
+/** A number of seconds (Lambda style) or a duration "30s", "1500ms", "2m" (OpenFaaS style). */
+export function parseTimeoutMs(v: string | number): number | null {
+  if (typeof v === 'number') return v > 0 ? Math.round(v * 1000) : null;
+  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m)?$/.exec(v.trim());
+  if (!m) return null;
+  const n = Number(m[1]);
+  const ms = m[2] === 'ms' ? n : m[2] === 'm' ? n * 60_000 : n * 1000;
+  return ms > 0 ? Math.round(ms) : null;
+}
+
+const stringMap = (maxEntries: number, maxValue: number) =>
+  z
+    .record(z.string().min(1).max(256), z.string().max(maxValue))
+    .refine((r) => Object.keys(r).length <= maxEntries, `at most ${maxEntries} entries`);
+
+/** Body of POST/PUT /system/functions. Unknown fields are rejected so typos do not pass silently. */
+export const deployRequestSchema = z.strictObject({
+  service: functionNameSchema,
+  runtime: z.literal('node', { error: 'the only runtime is "node"' }).default('node'),
+  code: z.string().min(1, 'must not be empty'),
+  handler: z
+    .string()
+    .regex(/^[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)?$/, 'must be an export name like "handler" or "index.handler"')
+    .default('handler'),
+  /** Accepted for faas-cli compatibility; Mayfly runs `code`, not images. */
+  image: z.string().max(512).optional(),
+  envVars: stringMap(256, 32 * 1024)
+    .refine((r) => Object.keys(r).every((k) => /^[A-Za-z_][A-Za-z0-9_]*$/.test(k)), 'names must be valid environment variable names')
+    .optional(),
+  limits: z.strictObject({ memory: z.union([z.string(), z.number()]).optional() }).optional(),
+  timeout: z.union([z.string(), z.number()]).optional(),
+  isolation: isolationSchema.default('per-request'),
+  labels: stringMap(64, 1024).optional(),
+  annotations: stringMap(64, 16 * 1024).optional(),
+});
+export type DeployRequest = z.infer<typeof deployRequestSchema>;
+
+export const deleteRequestSchema = z.strictObject({ functionName: functionNameSchema });
+
+/** What is stored per function (KV bucket, key = name). Code lives in the object store under `codeHash`. */
+export const functionRecordSchema = z.object({
+  name: functionNameSchema,
+  runtime: z.literal('node'),
+  handler: z.string(),
+  codeHash: z.string(),
+  codeBytes: z.number().int(),
+  envVars: z.record(z.string(), z.string()),
+  memoryMiB: z.number().int().positive(),
+  timeoutMs: z.number().int().positive(),
+  isolation: isolationSchema,
+  image: z.string(),
+  labels: z.record(z.string(), z.string()),
+  annotations: z.record(z.string(), z.string()),
+  /** Increases on every update: warm VMs are never reused across versions. */
+  version: z.number().int().positive(),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+});
+export type FunctionRecord = z.infer<typeof functionRecordSchema>;

@@ -1,0 +1,15 @@
+import { defineConfig } from 'vitest/config';
+
+// VM tests boot real QEMU guests under TCG (seconds each, CPU-bound on 2 cores):
+// at most two test files at once, generous timeouts, never retried.
+export default defineConfig({
+  test: {
+    include: ['test/unit/**/*.test.ts', 'test/integration/**/*.test.ts'],
+    globalSetup: ['test/helpers/global-setup.ts'],
+    pool: 'forks',
+    maxWorkers: 2,
+    testTimeout: 180_000,
+    hookTimeout: 300_000,
+    retry: 0,
+  },
+});
