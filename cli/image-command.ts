@@ -1,8 +1,8 @@
 /** `mayfly image build`: build or find the guest image and report its sizes. */
 import path from 'node:path';
 import { loadConfig, PROJECT_ROOT } from '../contracts/config.js';
-import { ensureImage } from '../functions/image/build.js';
-import { mib, printProgress } from './progress.js';
+import { ensureImage, formatImageReport } from '../functions/image/build.js';
+import { printProgress } from './progress.js';
 
 export async function imageCommand(args: string[]): Promise<number> {
   if (args[0] !== 'build') {
@@ -19,13 +19,6 @@ export async function imageCommand(args: string[]): Promise<number> {
     onProgress: printProgress,
   });
   const secs = ((performance.now() - t0) / 1000).toFixed(1);
-  process.stdout.write(
-    [
-      `image ${image.imageId} (${image.builtNow ? `built in ${secs} s` : 'from cache'})`,
-      `  kernel  ${image.kernelRelease}  ${mib(image.sizes.kernelBytes)}  ${image.kernelPath}`,
-      `  initrd  ${image.compression}  ${mib(image.sizes.initrdBytes)} (rootfs ${mib(image.sizes.rootfsBytes)}, ${image.files.length} files)  ${image.initrdPath}`,
-      '',
-    ].join('\n'),
-  );
+  process.stdout.write(`${formatImageReport(image)}\n${image.builtNow ? `built in ${secs} s` : 'from the cache'}\n`);
   return 0;
 }

@@ -6,6 +6,8 @@
  */
 import { runCommand } from './run-command.js';
 import { imageCommand } from './image-command.js';
+import { gatewayCommand, schedulerCommand, workerCommand } from './services.js';
+import { upCommand } from './up-command.js';
 
 const USAGE = `usage: mayfly <command> [options]
 
@@ -17,6 +19,11 @@ commands:
       The request body is --event, or stdin when --event is absent and stdin is not a terminal.
   image build
       Build the guest image for the node runtime (cached by content) and print its sizes.
+  up
+      The whole platform on this machine: nats-server (unless MAYFLY_NATS_URL is set),
+      gateway, scheduler and one worker. Ctrl-C stops everything, VMs included.
+  gateway | scheduler | worker
+      One service on its own (to spread Mayfly over hosts), configured by MAYFLY_* variables.
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -26,6 +33,14 @@ async function main(argv: string[]): Promise<number> {
       return runCommand(rest);
     case 'image':
       return imageCommand(rest);
+    case 'gateway':
+      return gatewayCommand();
+    case 'scheduler':
+      return schedulerCommand();
+    case 'worker':
+      return workerCommand();
+    case 'up':
+      return upCommand();
     case undefined:
     case '-h':
     case '--help':
@@ -40,10 +55,11 @@ async function main(argv: string[]): Promise<number> {
 
 main(process.argv.slice(2)).then(
   (code) => {
-    process.exitCode = code;
+    // Exit now: nothing is left to do, and an idle handle (a pool, a timer) must not keep the CLI alive.
+    process.exit(code);
   },
   (err: unknown) => {
     process.stderr.write(`mayfly: ${(err as Error).message ?? String(err)}\n`);
-    process.exitCode = 2;
+    process.exit(2);
   },
 );

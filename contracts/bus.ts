@@ -42,6 +42,12 @@ export const invokeRequestSchema = z.object({
   replyTo: z.string().min(1),
   /** When the gateway accepted the call (ms since epoch), for queue-wait metrics. */
   receivedAt: z.number(),
+  /**
+   * Set by the scheduler on each offer: a worker must not accept after this
+   * time (ms since epoch), because the scheduler may have offered the call to
+   * another host by then. Keeps a sync call from running twice.
+   */
+  offerExpiresAt: z.number().default(0),
 });
 export type InvokeRequest = z.infer<typeof invokeRequestSchema>;
 

@@ -22,6 +22,8 @@ const bool = z
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 
 export const configSchema = z.object({
+  /** State of the local platform started by `npm start` (nats-server's JetStream store). */
+  MAYFLY_DATA_DIR: z.string().default(path.join(PROJECT_ROOT, '.data')),
   /** Downloaded kernels and built images. */
   MAYFLY_CACHE_DIR: z.string().default(path.join(PROJECT_ROOT, '.cache')),
   /** Per-VM sockets of this process (short: unix socket paths are limited to 108 bytes). */
@@ -42,6 +44,41 @@ export const configSchema = z.object({
   /** Log volume one invocation may write; beyond it the VM is destroyed. */
   MAYFLY_MAX_LOG_BYTES_PER_CALL: int(1024, 1 << 30).default(1024 * 1024),
   MAYFLY_MAX_LOG_LINES_PER_CALL: int(10, 10_000_000).default(10_000),
+
+  // ---- bus ----
+  /** NATS server. `npm start` runs its own nats-server when this is unset. */
+  MAYFLY_NATS_URL: z.string().default('nats://127.0.0.1:4222'),
+
+  // ---- gateway ----
+  MAYFLY_HOST: z.string().default('127.0.0.1'),
+  MAYFLY_PORT: int(0, 65535).default(8080),
+  /** Largest invocation request body (HTTP 413 above it). */
+  MAYFLY_MAX_BODY_BYTES: int(1024, 64 * 1024 * 1024).default(6 * 1024 * 1024),
+  /** Largest function source in a deploy. */
+  MAYFLY_MAX_CODE_BYTES: int(1024, 32 * 1024 * 1024).default(1024 * 1024),
+  /** Time an invocation may wait for placement and VM start on top of its own timeout. */
+  MAYFLY_INVOKE_OVERHEAD_MS: int(1000, 600_000).default(90_000),
+
+  // ---- scheduler ----
+  /** How long a worker may take to accept or refuse an offer. */
+  MAYFLY_OFFER_TIMEOUT_MS: int(100, 60_000).default(3000),
+  /** A host whose last heartbeat is older than this is considered gone. */
+  MAYFLY_HOST_TTL_MS: int(500, 600_000).default(5000),
+  /** How long the scheduler keeps trying hosts for one call before answering NO_CAPACITY. */
+  MAYFLY_PLACEMENT_TIMEOUT_MS: int(100, 600_000).default(30_000),
+
+  // ---- worker ----
+  /** This host's id on the bus; default: the machine's hostname and the process id. */
+  MAYFLY_HOST_ID: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/).optional(),
+  /** Guest RAM this worker may hand out, in MiB. Beyond it, it refuses work. */
+  MAYFLY_MEMORY_BUDGET_MB: int(256, 16 * 1024 * 1024).default(4096),
+  /** Pre-booted, paused VMs kept ready per runtime. */
+  MAYFLY_POOL_SIZE: int(0, 1000).default(1),
+  /** Idle time after which a per-function warm VM is destroyed. */
+  MAYFLY_WARM_TTL_MS: int(1000, 86_400_000).default(60_000),
+  MAYFLY_HEARTBEAT_MS: int(100, 60_000).default(1000),
+  /** Worker's /metrics listener (0 = any free port). */
+  MAYFLY_WORKER_METRICS_PORT: int(0, 65535).default(0),
 });
 
 export type MayflyConfig = z.infer<typeof configSchema>;

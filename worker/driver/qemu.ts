@@ -162,7 +162,9 @@ export class QemuDriver implements HypervisorDriver {
       '-qmp', `unix:${qmpPath},server=on,wait=off`,
       '-serial', this.opts.consoleLog ? `file:${path.join(dir, 'console.log')}` : 'none',
     ];
-    const proc = spawn(this.qemu, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    // setpriv (util-linux) execs QEMU with PR_SET_PDEATHSIG: if the worker dies, even by SIGKILL,
+    // the kernel kills its VMs too, so a crashed worker leaves no orphaned QEMU behind.
+    const proc = spawn('setpriv', ['--pdeathsig', 'KILL', this.qemu, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
     const vm = new QemuVm(spec, dir, proc, (v) => {
       if (this.vms.get(v.id) === v) this.vms.delete(v.id);
     });
@@ -171,7 +173,7 @@ export class QemuDriver implements HypervisorDriver {
     try {
       await this.waitForSockets(vm, [qmpPath, chPath], spawnError);
       const timeout = this.opts.startTimeoutMs ?? 15_000;
-      vm.qmp = await QmpClient.connect(qmpPath, timeout);
+      vm.qmp = await QmpClient.open(await connectUnix(qmpPath, timeout), timeout);
       vm.channel = await connectUnix(chPath, timeout);
       return vm;
     } catch (err) {
@@ -267,25 +269,35 @@ export class QemuDriver implements HypervisorDriver {
   }
 }
 
-function connectUnix(p: string, timeoutMs: number): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const s = net.createConnection(p);
-    const timer = setTimeout(() => {
-      s.destroy();
-      reject(new Error(`could not connect to ${p} within ${timeoutMs} ms`));
-    }, timeoutMs);
-    s.once('connect', () => {
-      clearTimeout(timer);
-      s.removeAllListeners('error');
-      // The channel's user learns of failures from 'close' and the VM's exit.
-      s.on('error', () => {});
-      resolve(s);
-    });
-    s.once('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-  });
+/**
+ * Connects to a socket QEMU serves. The socket file appears (bind) a moment
+ * before QEMU listens on it, so a refused connection is retried until the deadline.
+ */
+async function connectUnix(p: string, timeoutMs: number): Promise<net.Socket> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await new Promise<net.Socket>((resolve, reject) => {
+        const s = net.createConnection(p);
+        s.once('connect', () => {
+          s.removeAllListeners('error');
+          // The channel's user learns of failures from 'close' and the VM's exit.
+          s.on('error', () => {});
+          resolve(s);
+        });
+        s.once('error', (err) => {
+          s.destroy();
+          reject(err);
+        });
+      });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if ((code !== 'ECONNREFUSED' && code !== 'ENOENT') || Date.now() > deadline) {
+        throw new Error(`could not connect to ${p}: ${(err as Error).message}`);
+      }
+      await sleep(5);
+    }
+  }
 }
 
 /** A run folder short enough for unix socket paths, unique to this process. */

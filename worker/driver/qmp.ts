@@ -39,9 +39,8 @@ export class QmpClient extends EventEmitter {
     socket.on('close', () => this.fail(new Error('QMP connection closed')));
   }
 
-  /** Connects, waits for the greeting and negotiates capabilities. */
-  static async connect(path: string, timeoutMs: number): Promise<QmpClient> {
-    const socket = net.createConnection(path);
+  /** Takes a connected socket, waits for the greeting and negotiates capabilities. */
+  static async open(socket: net.Socket, timeoutMs: number): Promise<QmpClient> {
     const client = new QmpClient(socket);
     const greeting = new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`no QMP greeting within ${timeoutMs} ms`)), timeoutMs);

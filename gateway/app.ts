@@ -1,0 +1,59 @@
+/**
+ * The gateway's HTTP layer: a Fastify 5 app in front of a GatewayBackend.
+ * Routes: ./routes.ts. Errors: ./errors.ts. Metrics: ./metrics.ts.
+ *
+ * buildGateway returns the app without listening (and without `ready()`), so the
+ * caller can still add plugins or routes before `listen()`; `inject()` works as is.
+ */
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import type { GatewayBackend } from './backend.js';
+import type { GatewayDeps } from './deps.js';
+import { installErrorHandling } from './errors.js';
+import { GatewayMetrics } from './metrics.js';
+import { DEPLOY_BODY_OVERHEAD_BYTES, registerRoutes } from './routes.js';
+
+export interface GatewayOptions {
+  backend: GatewayBackend;
+  /** Invocation bodies (MAYFLY_MAX_BODY_BYTES): 413 above. */
+  maxBodyBytes: number;
+  /** Deploy bodies may be up to maxCodeBytes + 64 KiB: 413 above. */
+  maxCodeBytes: number;
+  version: { release: string; sha: string };
+  /** Fastify's `logger` (boolean or pino options); a ready pino logger is passed as `loggerInstance`. */
+  logger?: boolean | object;
+}
+
+function isLoggerInstance(v: unknown): boolean {
+  if (typeof v !== 'object' || v === null) return false;
+  const l = v as Record<string, unknown>;
+  return ['info', 'error', 'debug', 'fatal', 'warn', 'trace', 'child'].every((m) => typeof l[m] === 'function');
+}
+
+export async function buildGateway(opts: GatewayOptions): Promise<FastifyInstance> {
+  const metrics = new GatewayMetrics();
+  const deps: GatewayDeps = {
+    backend: opts.backend,
+    metrics,
+    maxBodyBytes: opts.maxBodyBytes,
+    maxCodeBytes: opts.maxCodeBytes,
+    version: opts.version,
+  };
+
+  const logger = opts.logger ?? false;
+  const fastifyOptions: FastifyServerOptions = {
+    // Per-route limits are set in the route table; this is only the ceiling.
+    bodyLimit: Math.max(opts.maxBodyBytes, opts.maxCodeBytes + DEPLOY_BODY_OVERHEAD_BYTES),
+    // A too-long name must reach the handler (400 INVALID_NAME), not fall through to 404.
+    routerOptions: { maxParamLength: 1024 },
+  };
+  if (isLoggerInstance(logger)) fastifyOptions.loggerInstance = logger as FastifyServerOptions['loggerInstance'];
+  else fastifyOptions.logger = logger as FastifyServerOptions['logger'];
+
+  const app = Fastify(fastifyOptions) as unknown as FastifyInstance;
+  installErrorHandling(app);
+  await registerRoutes(app, deps);
+  app.addHook('onClose', async () => {
+    metrics.registry.clear();
+  });
+  return app;
+}

@@ -1,0 +1,26 @@
+/**
+ * What the HTTP layer needs from the rest of the platform (faas-provider's idea:
+ * a small handler interface in front of the backend). The NATS implementation
+ * is ./nats-backend.ts; unit tests of the routes may use an in-memory one.
+ */
+import type { InvokeResult } from '../contracts/bus.js';
+import type { DeployRequest, FunctionRecord } from '../contracts/functions.js';
+import type { InvocationEvent } from '../contracts/guest-protocol.js';
+
+export interface GatewayBackend {
+  /** Throws FunctionStoreError (lib/function-store.ts) for what the user can fix. */
+  createFunction(req: DeployRequest): Promise<FunctionRecord>;
+  updateFunction(req: DeployRequest): Promise<FunctionRecord>;
+  getFunction(name: string): Promise<FunctionRecord | null>;
+  listFunctions(): Promise<FunctionRecord[]>;
+  /** false when there was no such function. */
+  deleteFunction(name: string): Promise<boolean>;
+  /**
+   * Runs one synchronous invocation and resolves with its result. Platform
+   * failures (no scheduler, no capacity, timeout) come back as an InvokeResult
+   * with outcome.kind "platform", not as a rejection.
+   */
+  invoke(fn: FunctionRecord, callId: string, event: InvocationEvent): Promise<InvokeResult>;
+  /** Whether the backend can serve (NATS connected). */
+  healthy(): boolean;
+}

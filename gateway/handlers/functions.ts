@@ -1,0 +1,112 @@
+/**
+ * The function CRUD of the OpenFaaS provider API:
+ *   GET    /system/functions         list (what `faas-cli list` reads)
+ *   GET    /system/function/:name    one (what `faas-cli describe` reads)
+ *   POST   /system/functions         deploy → 202 with the function's status entry
+ *   PUT    /system/functions         update → 202 with the function's status entry
+ *   DELETE /system/functions         {"functionName": "..."} → 202, empty body
+ */
+import type { FastifyReply, FastifyRequest, RouteHandlerMethod } from 'fastify';
+import type { FunctionRecord } from '../../contracts/functions.js';
+import type { GatewayDeps } from '../deps.js';
+import { GatewayError } from '../errors.js';
+import { parseDeleteBody, parseDeployBody, parseFunctionName } from '../validation.js';
+
+/**
+ * One entry of GET /system/functions: OpenFaaS's FunctionStatus plus Mayfly's fields.
+ * envVars are deliberately not listed (they may hold secrets).
+ */
+export interface FunctionStatus {
+  name: string;
+  image: string;
+  /** Finished invocations counted by this gateway process (not cluster-wide). */
+  invocationCount: number;
+  /** Always 1: functions scale from zero on any host, so a function is always available. */
+  replicas: number;
+  availableReplicas: number;
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
+  createdAt: string;
+  updatedAt: string;
+  /** OpenFaaS's fprocess; Mayfly has none. */
+  envProcess: string;
+  limits: { memory: string };
+  runtime: string;
+  handler: string;
+  isolation: string;
+  /** e.g. "128Mi". */
+  memory: string;
+  /** Milliseconds. */
+  timeout: number;
+  version: number;
+}
+
+export function toFunctionStatus(fn: FunctionRecord, invocationCount: number): FunctionStatus {
+  const memory = `${fn.memoryMiB}Mi`;
+  return {
+    name: fn.name,
+    image: fn.image,
+    invocationCount,
+    replicas: 1,
+    availableReplicas: 1,
+    labels: fn.labels,
+    annotations: fn.annotations,
+    createdAt: fn.createdAt,
+    updatedAt: fn.updatedAt,
+    envProcess: '',
+    limits: { memory },
+    runtime: fn.runtime,
+    handler: fn.handler,
+    isolation: fn.isolation,
+    memory,
+    timeout: fn.timeoutMs,
+    version: fn.version,
+  };
+}
+
+export function listFunctions(deps: GatewayDeps): RouteHandlerMethod {
+  return async (_request: FastifyRequest, reply: FastifyReply) => {
+    const fns = await deps.backend.listFunctions();
+    deps.metrics.setServices(fns.map((f) => f.name));
+    return reply.send(fns.map((f) => toFunctionStatus(f, deps.metrics.invocationCount(f.name))));
+  };
+}
+
+export function getFunction(deps: GatewayDeps): RouteHandlerMethod {
+  return async (request: FastifyRequest, reply: FastifyReply) => {
+    const name = parseFunctionName((request.params as { name?: unknown }).name);
+    const fn = await deps.backend.getFunction(name);
+    if (!fn) throw new GatewayError(404, 'FUNCTION_NOT_FOUND', `function "${name}" not found`);
+    return reply.send(toFunctionStatus(fn, deps.metrics.invocationCount(name)));
+  };
+}
+
+export function deployFunction(deps: GatewayDeps): RouteHandlerMethod {
+  return async (request: FastifyRequest, reply: FastifyReply) => {
+    const req = parseDeployBody(request.body, deps.maxCodeBytes);
+    const fn = await deps.backend.createFunction(req);
+    request.log.info({ function: fn.name, version: fn.version }, 'function deployed');
+    return reply.code(202).send(toFunctionStatus(fn, deps.metrics.invocationCount(fn.name)));
+  };
+}
+
+export function updateFunction(deps: GatewayDeps): RouteHandlerMethod {
+  return async (request: FastifyRequest, reply: FastifyReply) => {
+    const req = parseDeployBody(request.body, deps.maxCodeBytes);
+    const fn = await deps.backend.updateFunction(req);
+    request.log.info({ function: fn.name, version: fn.version }, 'function updated');
+    return reply.code(202).send(toFunctionStatus(fn, deps.metrics.invocationCount(fn.name)));
+  };
+}
+
+export function deleteFunction(deps: GatewayDeps): RouteHandlerMethod {
+  return async (request: FastifyRequest, reply: FastifyReply) => {
+    const name = parseDeleteBody(request.body);
+    if (!(await deps.backend.deleteFunction(name))) {
+      throw new GatewayError(404, 'FUNCTION_NOT_FOUND', `function "${name}" not found`);
+    }
+    deps.metrics.functionDeleted(name);
+    request.log.info({ function: name }, 'function deleted');
+    return reply.code(202).send();
+  };
+}

@@ -1,0 +1,118 @@
+/**
+ * Synchronous invocation: ANY /function/:name and ANY /function/:name/*.
+ *
+ * Order: the name is validated and the function looked up in onRequest, before the
+ * body is read (unknown function → 404 without reading a byte of it); then the body
+ * is read as raw bytes up to maxBodyBytes (413 above); then the event is built and
+ * handed to backend.invoke. Every response from then on carries X-Call-Id,
+ * X-Duration-Seconds, and X-Mayfly-Start / X-Mayfly-Host when the result names them
+ * (onSend hook, so error responses such as 413 get them too).
+ */
+import { randomUUID } from 'node:crypto';
+import type {
+  FastifyInstance,
+  FastifyReply,
+  FastifyRequest,
+  onRequestAsyncHookHandler,
+  onSendHookHandler,
+  RouteHandlerMethod,
+} from 'fastify';
+import type { InvokeResult } from '../../contracts/bus.js';
+import type { GatewayDeps } from '../deps.js';
+import { GatewayError } from '../errors.js';
+import {
+  getInvocationContext,
+  invocationSeconds,
+  setInvocationContext,
+} from '../invocation-context.js';
+import { buildInvocationEvent, invocationPath, MAX_PATH_CHARS } from '../invocation-event.js';
+import { mapInvokeResult, platformHeaders } from '../response-mapping.js';
+import { parseFunctionName } from '../validation.js';
+
+/** A client-chosen call id is used only when it matches this; otherwise a UUID is generated. */
+export const CALL_ID_PATTERN = /^[A-Za-z0-9._-]{1,128}$/;
+
+export function chooseCallId(header: string | string[] | undefined): string {
+  return typeof header === 'string' && CALL_ID_PATTERN.test(header) ? header : randomUUID();
+}
+
+/**
+ * Makes this (encapsulated) scope accept any content type as raw bytes, so the
+ * function gets exactly what the client sent. Only the invocation routes use it.
+ */
+export function acceptRawBodies(scope: FastifyInstance, bodyLimit: number): void {
+  scope.removeAllContentTypeParsers();
+  scope.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit }, (_request, body, done) => {
+    done(null, body);
+  });
+}
+
+/** onRequest: validates the name, finds the function, picks the call id, starts the clock. */
+export function resolveInvocation(deps: GatewayDeps): onRequestAsyncHookHandler {
+  return async (request: FastifyRequest) => {
+    const name = parseFunctionName((request.params as { name?: unknown }).name);
+    const fn = await deps.backend.getFunction(name);
+    if (!fn) throw new GatewayError(404, 'FUNCTION_NOT_FOUND', `function "${name}" not found; deploy it with POST /system/functions`);
+    const path = invocationPath(request.url);
+    if (path.length > MAX_PATH_CHARS) {
+      throw new GatewayError(414, 'PATH_TOO_LONG', `the path after /function/${name} is ${path.length} characters; at most ${MAX_PATH_CHARS}`);
+    }
+    setInvocationContext(request, {
+      fn,
+      callId: chooseCallId(request.headers['x-call-id']),
+      acceptedAt: performance.now(),
+    });
+  };
+}
+
+/** onSend: the platform headers on every response of an accepted invocation. */
+export const addPlatformHeaders: onSendHookHandler = async (request, reply, payload) => {
+  const ctx = getInvocationContext(request);
+  if (ctx) {
+    reply.headers(
+      platformHeaders({
+        callId: ctx.callId,
+        durationSeconds: invocationSeconds(ctx),
+        start: ctx.result?.start,
+        hostId: ctx.result?.hostId,
+      }),
+    );
+  }
+  return payload;
+};
+
+export function invoke(deps: GatewayDeps): RouteHandlerMethod {
+  return async (request: FastifyRequest, reply: FastifyReply) => {
+    const ctx = getInvocationContext(request);
+    if (!ctx) throw new Error('invocation context missing (resolveInvocation hook not run)');
+    const { fn, callId } = ctx;
+    const event = buildInvocationEvent({
+      method: request.method,
+      url: request.url,
+      headers: request.headers,
+      body: Buffer.isBuffer(request.body) ? request.body : undefined,
+      callId,
+    });
+
+    deps.metrics.invocationStartedFor(fn.name);
+    let result: InvokeResult;
+    try {
+      result = await deps.backend.invoke(fn, callId, event);
+    } catch (err) {
+      // The backend promises platform failures as results; a rejection is a bug: still answer with the call id.
+      request.log.error({ err, callId, function: fn.name }, 'backend.invoke rejected');
+      result = { callId, durationMs: 0, logs: [], outcome: { kind: 'platform', code: 'INTERNAL', message: 'internal error' } };
+    }
+    ctx.finishedAt = performance.now();
+    ctx.result = result;
+    if (result.callId !== callId) {
+      request.log.warn({ callId, resultCallId: result.callId }, 'backend answered with another call id');
+    }
+
+    const mapped = mapInvokeResult({ ...result, callId });
+    deps.metrics.invocationFinished(fn.name, mapped.statusCode, invocationSeconds(ctx));
+    reply.code(mapped.statusCode).headers(mapped.headers);
+    // An empty body is sent as nothing, so Fastify does not label it application/octet-stream.
+    return mapped.body.length === 0 ? reply.send() : reply.send(mapped.body);
+  };
+}

@@ -1,0 +1,64 @@
+/**
+ * The gateway's backend over NATS: function specs and code through
+ * FunctionStore, synchronous invocations as NATS requests to the scheduler
+ * queue group (the worker that runs the call answers the request directly).
+ */
+import { RequestError, TimeoutError } from '@nats-io/transport-node';
+import { invokeResultSchema, SUBJECTS, type InvokeResult } from '../contracts/bus.js';
+import type { MayflyConfig } from '../contracts/config.js';
+import type { FunctionRecord } from '../contracts/functions.js';
+import type { InvocationEvent } from '../contracts/guest-protocol.js';
+import { FunctionStore } from '../lib/function-store.js';
+import { connectNats, jsonCodec, type NatsConnection } from '../lib/nats.js';
+import type { GatewayBackend } from './backend.js';
+
+export async function createNatsBackend(
+  config: MayflyConfig,
+): Promise<{ backend: GatewayBackend; nc: NatsConnection; close(): Promise<void> }> {
+  const nc = await connectNats(config.MAYFLY_NATS_URL, 'mayfly-gateway');
+  const store = await FunctionStore.open(nc, {
+    defaultMemoryMiB: config.MAYFLY_DEFAULT_MEMORY_MB,
+    maxMemoryMiB: config.MAYFLY_MAX_MEMORY_MB,
+    defaultTimeoutMs: config.MAYFLY_DEFAULT_TIMEOUT_MS,
+    maxTimeoutMs: config.MAYFLY_MAX_TIMEOUT_MS,
+    maxCodeBytes: config.MAYFLY_MAX_CODE_BYTES,
+  });
+
+  async function invoke(fn: FunctionRecord, callId: string, event: InvocationEvent): Promise<InvokeResult> {
+    const t0 = performance.now();
+    const platform = (code: 'NO_SCHEDULER' | 'FUNCTION_TIMEOUT' | 'INTERNAL', message: string): InvokeResult => ({
+      callId,
+      durationMs: performance.now() - t0,
+      logs: [],
+      outcome: { kind: 'platform', code, message },
+    });
+    const timeout = fn.timeoutMs + config.MAYFLY_INVOKE_OVERHEAD_MS;
+    try {
+      // replyTo is the request's own inbox: the scheduler takes it from the message.
+      const msg = await nc.request(SUBJECTS.invoke, jsonCodec.encode({ callId, fn, event, receivedAt: Date.now() }), {
+        timeout,
+      });
+      const parsed = invokeResultSchema.safeParse(jsonCodec.decode(msg.data));
+      return parsed.success ? parsed.data : platform('INTERNAL', `malformed result for call ${callId}`);
+    } catch (err) {
+      if (err instanceof RequestError && err.isNoResponders()) {
+        return platform('NO_SCHEDULER', 'no scheduler is running; start one with `npx mayfly scheduler`');
+      }
+      if (err instanceof TimeoutError || (err instanceof RequestError && err.cause instanceof TimeoutError)) {
+        return platform('FUNCTION_TIMEOUT', `no result within ${timeout} ms (function timeout ${fn.timeoutMs} ms plus start overhead)`);
+      }
+      throw err;
+    }
+  }
+
+  const backend: GatewayBackend = {
+    createFunction: (req) => store.create(req),
+    updateFunction: (req) => store.update(req),
+    getFunction: (name) => store.get(name),
+    listFunctions: () => store.list(),
+    deleteFunction: (name) => store.remove(name),
+    invoke,
+    healthy: () => !nc.isClosed(),
+  };
+  return { backend, nc, close: () => nc.drain().catch(() => {}) };
+}

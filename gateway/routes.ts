@@ -1,0 +1,112 @@
+/**
+ * The gateway's whole HTTP API in one table (OpenFaaS faas-provider style).
+ * Handlers live in ./handlers/*; this file only says which URL goes where, with
+ * which body handling and which body limit.
+ *
+ * Bodies:
+ *   json — /system routes: the body is parsed as JSON whatever its Content-Type (or none).
+ *   raw  — invocation routes: any content type, as raw bytes, handed to the function.
+ *   none — no body expected.
+ */
+import type { FastifyInstance, HTTPMethods, onRequestAsyncHookHandler, RouteHandlerMethod } from 'fastify';
+import type { GatewayDeps } from './deps.js';
+import { GatewayError, type BodyLimitRouteConfig } from './errors.js';
+import * as functions from './handlers/functions.js';
+import * as invoke from './handlers/invoke.js';
+import * as system from './handlers/system.js';
+
+/** Deploy bodies carry the code plus the spec around it. */
+export const DEPLOY_BODY_OVERHEAD_BYTES = 64 * 1024;
+
+export interface RouteSpec {
+  method: HTTPMethods | 'ANY';
+  url: string;
+  body: 'json' | 'raw' | 'none';
+  bodyLimit?: number;
+  bodyLimitHint?: string;
+  onRequest?: onRequestAsyncHookHandler;
+  handler: RouteHandlerMethod;
+}
+
+export function routeTable(deps: GatewayDeps): RouteSpec[] {
+  const deploy = {
+    body: 'json' as const,
+    bodyLimit: deps.maxCodeBytes + DEPLOY_BODY_OVERHEAD_BYTES,
+    bodyLimitHint: `function code may be at most ${deps.maxCodeBytes} bytes, MAYFLY_MAX_CODE_BYTES`,
+  };
+  const invocation = {
+    body: 'raw' as const,
+    bodyLimit: deps.maxBodyBytes,
+    bodyLimitHint: 'MAYFLY_MAX_BODY_BYTES',
+    onRequest: invoke.resolveInvocation(deps),
+    handler: invoke.invoke(deps),
+  };
+  return [
+    // ---- health, info, metrics
+    { method: 'GET', url: '/healthz', body: 'none', handler: system.healthz(deps) },
+    { method: 'GET', url: '/system/info', body: 'none', handler: system.systemInfo(deps) },
+    { method: 'GET', url: '/metrics', body: 'none', handler: system.metrics(deps) },
+
+    // ---- functions (OpenFaaS provider API)
+    { method: 'GET', url: '/system/functions', body: 'none', handler: functions.listFunctions(deps) },
+    { method: 'POST', url: '/system/functions', ...deploy, handler: functions.deployFunction(deps) },
+    { method: 'PUT', url: '/system/functions', ...deploy, handler: functions.updateFunction(deps) },
+    { method: 'DELETE', url: '/system/functions', body: 'json', bodyLimit: 64 * 1024, handler: functions.deleteFunction(deps) },
+    { method: 'GET', url: '/system/function/:name', body: 'none', handler: functions.getFunction(deps) },
+
+    // ---- synchronous invocation
+    { method: 'ANY', url: '/function/:name', ...invocation },
+    { method: 'ANY', url: '/function/:name/*', ...invocation },
+  ];
+}
+
+const JSON_TYPE = /^application\/(?:[^/;\s]+\+)?json$/i;
+
+/**
+ * /system bodies are JSON whatever the Content-Type says (like OpenFaaS, whose
+ * handlers just decode JSON): `curl -d @spec.json` sends form-urlencoded, Go
+ * clients may send none. A body that is not JSON is a 400 INVALID_JSON.
+ */
+function acceptJsonBodies(scope: FastifyInstance): void {
+  const parseJson = scope.getDefaultJsonParser('error', 'error');
+  scope.removeAllContentTypeParsers();
+  scope.addContentTypeParser('*', { parseAs: 'string' }, (request, body, done) => {
+    const ct = request.headers['content-type'];
+    const mediaType = (ct ?? '').split(';')[0]?.trim() ?? '';
+    parseJson(request, typeof body === 'string' ? body : body.toString('utf8'), (err, parsed) => {
+      if (err && (err as { code?: unknown }).code === 'FST_ERR_CTP_INVALID_JSON_BODY' && ct !== undefined && !JSON_TYPE.test(mediaType)) {
+        done(
+          new GatewayError(400, 'INVALID_JSON', `request body is not valid JSON (it was sent as ${JSON.stringify(mediaType)}; send JSON, ideally with Content-Type: application/json)`),
+          undefined,
+        );
+        return;
+      }
+      done(err, parsed);
+    });
+  });
+}
+
+function register(scope: FastifyInstance, r: RouteSpec): void {
+  const config: BodyLimitRouteConfig = r.bodyLimitHint !== undefined ? { bodyLimitHint: r.bodyLimitHint } : {};
+  const options = {
+    config,
+    ...(r.bodyLimit !== undefined ? { bodyLimit: r.bodyLimit } : {}),
+    ...(r.onRequest !== undefined ? { onRequest: r.onRequest } : {}),
+  };
+  if (r.method === 'ANY') scope.all(r.url, options, r.handler);
+  else scope.route({ method: r.method, url: r.url, ...options, handler: r.handler });
+}
+
+/** Registers the table: JSON routes and raw-body (invocation) routes in separate encapsulated scopes. */
+export async function registerRoutes(app: FastifyInstance, deps: GatewayDeps): Promise<void> {
+  const table = routeTable(deps);
+  await app.register(async (scope) => {
+    acceptJsonBodies(scope);
+    for (const r of table) if (r.body !== 'raw') register(scope, r);
+  });
+  await app.register(async (scope) => {
+    invoke.acceptRawBodies(scope, deps.maxBodyBytes);
+    scope.addHook('onSend', invoke.addPlatformHeaders);
+    for (const r of table) if (r.body === 'raw') register(scope, r);
+  });
+}

@@ -1,0 +1,63 @@
+/**
+ * Request validation with the zod schemas of contracts/functions.ts; every failure
+ * is a GatewayError (400) naming the field.
+ */
+import {
+  deleteRequestSchema,
+  deployRequestSchema,
+  functionNameSchema,
+  type DeployRequest,
+} from '../contracts/functions.js';
+import { GatewayError, zodToGatewayError } from './errors.js';
+
+const DEPLOY_FIELDS = Object.keys(deployRequestSchema.shape);
+const DELETE_FIELDS = Object.keys(deleteRequestSchema.shape);
+
+/** A function name from the URL; 400 INVALID_NAME with the rule otherwise. */
+export function parseFunctionName(raw: unknown): string {
+  const r = functionNameSchema.safeParse(raw);
+  if (r.success) return r.data;
+  const rule = r.error.issues[0]?.message ?? 'invalid';
+  return invalidName(raw, rule);
+}
+
+function invalidName(raw: unknown, rule: string): never {
+  throw new GatewayError(400, 'INVALID_NAME', `invalid function name ${JSON.stringify(String(raw))}: ${rule}`, {
+    field: 'name',
+  });
+}
+
+function requireBody(body: unknown, what: string): void {
+  if (body === undefined) {
+    throw new GatewayError(400, 'INVALID_BODY', `request body is missing; send ${what} as JSON with Content-Type: application/json`);
+  }
+}
+
+/** Body of POST/PUT /system/functions. */
+export function parseDeployBody(body: unknown, maxCodeBytes: number): DeployRequest {
+  requireBody(body, 'the function spec');
+  const r = deployRequestSchema.safeParse(body);
+  if (!r.success) {
+    throw zodToGatewayError(r.error, body, { code: 'INVALID_BODY', what: 'invalid request body', allowedRootFields: DEPLOY_FIELDS });
+  }
+  const bytes = Buffer.byteLength(r.data.code);
+  if (bytes > maxCodeBytes) {
+    throw new GatewayError(
+      400,
+      'INVALID_BODY',
+      `invalid request body: code: is ${bytes} bytes, above the limit of ${maxCodeBytes} bytes (MAYFLY_MAX_CODE_BYTES)`,
+      { field: 'code' },
+    );
+  }
+  return r.data;
+}
+
+/** Body of DELETE /system/functions: `{ "functionName": "..." }`. */
+export function parseDeleteBody(body: unknown): string {
+  requireBody(body, '{"functionName": "<name>"}');
+  const r = deleteRequestSchema.safeParse(body);
+  if (!r.success) {
+    throw zodToGatewayError(r.error, body, { code: 'INVALID_BODY', what: 'invalid request body', allowedRootFields: DELETE_FIELDS });
+  }
+  return r.data.functionName;
+}

@@ -1,0 +1,119 @@
+/**
+ * The scheduler: stateless replicas in one NATS queue group. Keeps a live view
+ * of hosts from worker heartbeats (soft state, rebuilt from the bus after a
+ * restart), places each call by `rankHosts`, and offers it to hosts in that
+ * order. A host that refuses or does not answer within the offer timeout is
+ * skipped; an accepted call is the worker's to answer, straight to the
+ * gateway's reply subject. Nothing is retried once a worker accepted it: the
+ * function may have started.
+ */
+import {
+  heartbeatSchema,
+  invokeRequestSchema,
+  offerReplySchema,
+  QUEUE_GROUPS,
+  SUBJECTS,
+  type Heartbeat,
+  type InvokeRequest,
+  type InvokeResult,
+} from '../contracts/bus.js';
+import type { MayflyConfig } from '../contracts/config.js';
+import type { Logger } from '../lib/logger.js';
+import { connectNats, jsonCodec } from '../lib/nats.js';
+import { rankHosts } from './placement.js';
+
+export interface SchedulerService {
+  hosts(): Heartbeat[];
+  stop(): Promise<void>;
+}
+
+export async function startScheduler(config: MayflyConfig, log: Logger): Promise<SchedulerService> {
+  const nc = await connectNats(config.MAYFLY_NATS_URL, 'mayfly-scheduler');
+  const seen = new Map<string, { hb: Heartbeat; at: number }>();
+  let rotation = 0;
+
+  const alive = (): Heartbeat[] => {
+    const now = Date.now();
+    const out: Heartbeat[] = [];
+    for (const [id, h] of seen) {
+      if (now - h.at > config.MAYFLY_HOST_TTL_MS) seen.delete(id);
+      else out.push(h.hb);
+    }
+    return out;
+  };
+
+  const hbSub = nc.subscribe(SUBJECTS.heartbeat, {
+    callback: (err, msg) => {
+      if (err) return;
+      try {
+        const hb = heartbeatSchema.parse(jsonCodec.decode(msg.data));
+        seen.set(hb.hostId, { hb, at: Date.now() });
+      } catch {
+        log.warn('ignoring an invalid heartbeat');
+      }
+    },
+  });
+
+  function answer(req: InvokeRequest, code: 'NO_CAPACITY', message: string): void {
+    const result: InvokeResult = { callId: req.callId, durationMs: 0, logs: [], outcome: { kind: 'platform', code, message } };
+    nc.publish(req.replyTo, jsonCodec.encode(result));
+  }
+
+  async function place(req: InvokeRequest): Promise<void> {
+    const deadline = Date.now() + config.MAYFLY_PLACEMENT_TIMEOUT_MS;
+    const refusals: string[] = [];
+    for (let round = 0; ; round++) {
+      const hosts = alive();
+      for (const c of rankHosts(hosts, req.fn, rotation++)) {
+        try {
+          // The worker must answer well inside the timeout, or refuse: see offerExpiresAt.
+          const offer = jsonCodec.encode({ ...req, offerExpiresAt: Date.now() + config.MAYFLY_OFFER_TIMEOUT_MS / 2 });
+          const reply = offerReplySchema.parse(
+            jsonCodec.decode((await nc.request(SUBJECTS.hostInvoke(c.hostId), offer, { timeout: config.MAYFLY_OFFER_TIMEOUT_MS })).data),
+          );
+          if (reply.accepted) {
+            log.info({ callId: req.callId, fn: req.fn.name, host: c.hostId, reason: c.reason, round }, 'placed');
+            return;
+          }
+          refusals.push(`${c.hostId}: ${reply.reason}`);
+        } catch (err) {
+          refusals.push(`${c.hostId}: ${(err as Error).message}`);
+          // A host that does not answer is probably gone: stop offering it work until it beats again.
+          seen.delete(c.hostId);
+        }
+      }
+      if (Date.now() > deadline) break;
+      // Full or no hosts: wait for capacity (heartbeats) rather than fail at once.
+      await new Promise((r) => setTimeout(r, Math.min(500, 50 * 2 ** Math.min(round, 4))));
+    }
+    const why = refusals.length ? `hosts refused: ${[...new Set(refusals)].slice(-5).join('; ')}` : 'no worker hosts are alive';
+    log.warn({ callId: req.callId, fn: req.fn.name }, `no host for the call: ${why}`);
+    answer(req, 'NO_CAPACITY', `no host could take the call within ${config.MAYFLY_PLACEMENT_TIMEOUT_MS} ms (${why})`);
+  }
+
+  const sub = nc.subscribe(SUBJECTS.invoke, {
+    queue: QUEUE_GROUPS.schedulers,
+    callback: (err, msg) => {
+      if (err) return;
+      let req: InvokeRequest;
+      try {
+        const raw = jsonCodec.decode(msg.data) as Record<string, unknown>;
+        // A sync request carries its reply subject in the message itself (NATS request/reply).
+        req = invokeRequestSchema.parse({ ...raw, replyTo: raw.replyTo ?? msg.reply });
+      } catch (e) {
+        log.warn({ err: e }, 'ignoring an invalid invoke request');
+        return;
+      }
+      void place(req).catch((e: unknown) => log.error({ err: e, callId: req.callId }, 'placement failed'));
+    },
+  });
+
+  return {
+    hosts: alive,
+    async stop() {
+      sub.unsubscribe();
+      hbSub.unsubscribe();
+      await nc.drain().catch(() => {});
+    },
+  };
+}

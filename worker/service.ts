@@ -1,0 +1,216 @@
+/**
+ * The worker service: one per hypervisor host. Listens for offers on its own
+ * subject, admits or refuses them at once (memory budget), runs admitted calls
+ * in VMs and publishes each result straight to the gateway's reply subject.
+ * Heartbeats its capacity so schedulers can place work. On stop it refuses new
+ * work, lets running calls finish, and destroys every VM.
+ */
+import os from 'node:os';
+import type { Subscription } from '@nats-io/transport-node';
+import {
+  heartbeatSchema,
+  invokeRequestSchema,
+  SUBJECTS,
+  type Heartbeat,
+  type InvokeRequest,
+  type InvokeResult,
+  type OfferReply,
+  type PlatformErrorCode,
+} from '../contracts/bus.js';
+import type { MayflyConfig } from '../contracts/config.js';
+import { FunctionStore } from '../lib/function-store.js';
+import type { Logger } from '../lib/logger.js';
+import { connectNats, jsonCodec, type NatsConnection } from '../lib/nats.js';
+import { InvocationError, type InvocationErrorCode } from './guest-session.js';
+import { VmHost } from './vm-host.js';
+import { VmManager, type Reservation } from './vm-manager.js';
+
+export interface WorkerService {
+  hostId: string;
+  manager: VmManager;
+  stop(): Promise<void>;
+}
+
+export function defaultHostId(): string {
+  return `${os.hostname()}-${process.pid}`.replace(/[^A-Za-z0-9_-]/g, '-').slice(0, 64);
+}
+
+/** How a VM-level failure is reported to the user. */
+export function platformCode(code: InvocationErrorCode): PlatformErrorCode {
+  switch (code) {
+    case 'FUNCTION_TIMEOUT':
+      return 'FUNCTION_TIMEOUT';
+    case 'INIT_FAILED':
+    case 'INIT_TIMEOUT':
+      return 'INIT_FAILED';
+    case 'GUEST_BAD_FRAME':
+    case 'GUEST_FRAME_TOO_LARGE':
+    case 'GUEST_BAD_MESSAGE':
+    case 'GUEST_LOG_LIMIT':
+      return 'GUEST_FAULT';
+    case 'VM_BUSY':
+      return 'INTERNAL';
+    default:
+      return 'VM_FAILED';
+  }
+}
+
+const CODE_CACHE_ENTRIES = 256;
+
+export async function startWorker(config: MayflyConfig, log: Logger): Promise<WorkerService> {
+  const hostId = config.MAYFLY_HOST_ID ?? defaultHostId();
+  const host = await VmHost.open(config, (p) => log.info({ image: p }, 'image build'));
+  log.info({ hostId, accel: host.driver.accel, why: host.accelWhy, image: host.image.imageId }, 'VM host ready');
+  const nc: NatsConnection = await connectNats(config.MAYFLY_NATS_URL, `mayfly-worker-${hostId}`);
+  const store = await FunctionStore.open(nc, {
+    defaultMemoryMiB: config.MAYFLY_DEFAULT_MEMORY_MB,
+    maxMemoryMiB: config.MAYFLY_MAX_MEMORY_MB,
+    defaultTimeoutMs: config.MAYFLY_DEFAULT_TIMEOUT_MS,
+    maxTimeoutMs: config.MAYFLY_MAX_TIMEOUT_MS,
+    maxCodeBytes: config.MAYFLY_MAX_CODE_BYTES,
+  });
+  const manager = new VmManager(
+    host,
+    {
+      memoryBudgetMiB: config.MAYFLY_MEMORY_BUDGET_MB,
+      poolSize: config.MAYFLY_POOL_SIZE,
+      poolFunctionMiB: config.MAYFLY_DEFAULT_MEMORY_MB,
+      warmTtlMs: config.MAYFLY_WARM_TTL_MS,
+    },
+    log,
+  );
+  manager.start();
+
+  // Code by content hash: immutable, so a cached copy is always right.
+  const codeCache = new Map<string, string>();
+  async function code(hash: string): Promise<string | null> {
+    const hit = codeCache.get(hash);
+    if (hit !== undefined) return hit;
+    const fetched = await store.getCode(hash);
+    if (fetched === null) return null;
+    if (codeCache.size >= CODE_CACHE_ENTRIES) codeCache.delete(codeCache.keys().next().value!);
+    codeCache.set(hash, fetched);
+    return fetched;
+  }
+
+  let inflight = 0;
+  let draining = false;
+  const running = new Set<Promise<void>>();
+
+  function publish(replyTo: string, result: InvokeResult): void {
+    let data = jsonCodec.encode(result);
+    const max = nc.info?.max_payload ?? 1024 * 1024;
+    if (data.length > max) {
+      data = jsonCodec.encode({
+        ...result,
+        logs: [],
+        outcome: { kind: 'platform', code: 'INTERNAL', message: `the result is ${data.length} bytes, above the bus limit of ${max}` },
+      } satisfies InvokeResult);
+    }
+    nc.publish(replyTo, data);
+  }
+
+  async function run(req: InvokeRequest, reservation: Reservation): Promise<void> {
+    const t0 = performance.now();
+    const fail = (code: PlatformErrorCode, message: string, logs: InvokeResult['logs'] = []): InvokeResult => ({
+      callId: req.callId,
+      hostId,
+      durationMs: performance.now() - t0,
+      logs,
+      outcome: { kind: 'platform', code, message },
+    });
+    let result: InvokeResult;
+    const source = await code(req.fn.codeHash).catch(() => null);
+    if (source === null) {
+      reservation.cancel();
+      result = fail('CODE_UNAVAILABLE', `the code of function "${req.fn.name}" could not be fetched`);
+    } else {
+      try {
+        const lease = await reservation.acquire(req.fn, source);
+        let healthy = false;
+        try {
+          const outcome = await lease.session.invoke({ callId: req.callId, event: req.event, timeoutMs: req.fn.timeoutMs });
+          healthy = lease.session.failed === null;
+          result = {
+            callId: req.callId,
+            hostId,
+            start: lease.start,
+            durationMs: performance.now() - t0,
+            logs: outcome.logs,
+            outcome: outcome.ok
+              ? { kind: 'value', ...('value' in outcome ? { value: outcome.value } : {}) }
+              : { kind: 'error', error: outcome.error },
+          };
+          log.info({ callId: req.callId, fn: req.fn.name, start: lease.start, startMs: Math.round(lease.startMs), ok: outcome.ok }, 'call done');
+        } finally {
+          await lease.release(healthy);
+        }
+      } catch (err) {
+        if (err instanceof InvocationError) {
+          log.warn({ callId: req.callId, fn: req.fn.name, code: err.code }, err.message);
+          result = fail(platformCode(err.code), err.message, err.logs);
+        } else {
+          log.error({ err, callId: req.callId }, 'invocation failed');
+          result = fail('INTERNAL', `internal error on host ${hostId}; call id ${req.callId}`);
+        }
+      }
+    }
+    publish(req.replyTo, result);
+  }
+
+  const sub: Subscription = nc.subscribe(SUBJECTS.hostInvoke(hostId), {
+    callback: (err, msg) => {
+      if (err) return;
+      const reply = (r: OfferReply) => msg.respond(jsonCodec.encode(r));
+      let parsed;
+      try {
+        parsed = invokeRequestSchema.safeParse(jsonCodec.decode(msg.data));
+      } catch {
+        parsed = null;
+      }
+      if (!parsed?.success) return void reply({ accepted: false, hostId, reason: 'invalid invoke request' });
+      if (draining) return void reply({ accepted: false, hostId, reason: 'host is shutting down' });
+      // The scheduler gave up on this offer already and may have placed the call elsewhere.
+      if (Date.now() > parsed.data.offerExpiresAt) return void reply({ accepted: false, hostId, reason: 'offer expired' });
+      const reservation = manager.reserve(parsed.data.fn);
+      if (!reservation) return void reply({ accepted: false, hostId, reason: 'host memory budget is full' });
+      reply({ accepted: true, hostId });
+      inflight++;
+      const p = run(parsed.data, reservation).finally(() => {
+        inflight--;
+        running.delete(p);
+      });
+      running.add(p);
+    },
+  });
+
+  const beat = () => {
+    const s = manager.stats();
+    const hb: Heartbeat = heartbeatSchema.parse({
+      hostId,
+      sentAt: Date.now(),
+      memoryBudgetMiB: config.MAYFLY_MEMORY_BUDGET_MB,
+      memoryReservedMiB: manager.reservedMiB,
+      inflight,
+      vms: s.vms,
+      warm: s.warm,
+      pools: s.pools,
+    });
+    nc.publish(SUBJECTS.heartbeat, jsonCodec.encode(hb));
+  };
+  beat();
+  const heartbeat = setInterval(beat, config.MAYFLY_HEARTBEAT_MS);
+
+  return {
+    hostId,
+    manager,
+    async stop() {
+      draining = true;
+      clearInterval(heartbeat);
+      sub.unsubscribe();
+      await Promise.allSettled([...running]);
+      await manager.close();
+      await nc.drain().catch(() => {});
+    },
+  };
+}

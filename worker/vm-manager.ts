@@ -1,0 +1,305 @@
+/**
+ * The VMs of one host: memory accounting and admission, the pool of pre-booted
+ * paused VMs (LightVM's split toolstack: the slow boot happens before the
+ * request), and per-function warm VMs (paused between calls, destroyed after an
+ * idle TTL). Every VM serves one function at most, and a `per-request` VM serves
+ * exactly one invocation.
+ *
+ * Admission is synchronous (`reserve`): the memory is taken when the worker
+ * accepts an offer, so concurrent offers cannot overbook the host. All per-VM
+ * work is O(1) in the number of VMs (maps keyed by function; no scans on the
+ * hot path except evicting idle warm VMs when memory is short).
+ */
+import type { StartKind } from '../contracts/bus.js';
+import type { FunctionRecord } from '../contracts/functions.js';
+import type { Logger } from '../lib/logger.js';
+import type { GuestSession } from './guest-session.js';
+import { guestMemoryMiB, type VmHost } from './vm-host.js';
+
+export interface VmManagerOptions {
+  memoryBudgetMiB: number;
+  /** Ready VMs to keep for functions with the default memory size. */
+  poolSize: number;
+  poolFunctionMiB: number;
+  warmTtlMs: number;
+}
+
+export interface Lease {
+  session: GuestSession;
+  start: StartKind;
+  /** Time to obtain the VM (boot/unpause and function init), ms. */
+  startMs: number;
+  /** Gives the VM back: kept warm (per-function, healthy) or destroyed. */
+  release(healthy: boolean): Promise<void>;
+}
+
+export interface Reservation {
+  acquire(fn: FunctionRecord, code: string): Promise<Lease>;
+  /** Returns the memory when the call is abandoned before `acquire`. */
+  cancel(): void;
+}
+
+interface WarmVm {
+  session: GuestSession;
+  memoryMiB: number;
+  timer: NodeJS.Timeout;
+  key: string;
+}
+
+export function warmKey(fn: Pick<FunctionRecord, 'name' | 'version'>): string {
+  return `${fn.name}@${fn.version}`;
+}
+
+export class VmManager {
+  private reserved = 0;
+  private booting = 0;
+  private busy = 0;
+  private readonly pool: GuestSession[] = [];
+  private readonly warm = new Map<string, WarmVm[]>();
+  /** Idle warm VMs in the order they went idle (for eviction). */
+  private readonly idleOrder = new Set<WarmVm>();
+  private refilling = false;
+  private closed = false;
+
+  constructor(
+    private readonly host: VmHost,
+    private readonly opts: VmManagerOptions,
+    private readonly log: Logger,
+  ) {}
+
+  get reservedMiB(): number {
+    return this.reserved;
+  }
+
+  stats() {
+    let warmIdle = 0;
+    for (const list of this.warm.values()) warmIdle += list.length;
+    return {
+      vms: { booting: this.booting, pool: this.pool.length, warm: warmIdle, busy: this.busy },
+      warm: [...this.warm.entries()].filter(([, l]) => l.length > 0).map(([k]) => k),
+      pools: { node: this.pool.length },
+    };
+  }
+
+  /** Starts keeping the pool full. */
+  start(): void {
+    this.refill();
+  }
+
+  /**
+   * Admission: takes the memory a call needs, or returns null when the host is
+   * full (the scheduler then tries another host).
+   */
+  reserve(fn: FunctionRecord): Reservation | null {
+    const key = warmKey(fn);
+    if (fn.isolation === 'per-function' && (this.warm.get(key)?.length ?? 0) > 0) {
+      const w = this.warm.get(key)!.pop()!;
+      this.idleOrder.delete(w);
+      clearTimeout(w.timer);
+      return this.reservation(
+        w.memoryMiB,
+        async () => {
+          const t0 = performance.now();
+          await this.host.driver.start(w.session.vm);
+          return { session: w.session, start: 'warm', startMs: performance.now() - t0 };
+        },
+        w.session,
+      );
+    }
+    const needMiB = guestMemoryMiB(this.host.image, fn.memoryMiB);
+    const pooled = fn.memoryMiB === this.opts.poolFunctionMiB ? this.pool.shift() : undefined;
+    if (pooled) {
+      return this.reservation(needMiB, async (code) => {
+        const t0 = performance.now();
+        try {
+          await this.host.driver.start(pooled.vm);
+          await pooled.init(initOf(fn, code));
+        } catch (err) {
+          await pooled.destroy('pool VM failed to start the function');
+          throw err;
+        }
+        return { session: pooled, start: 'pool', startMs: performance.now() - t0 };
+      }, pooled);
+    }
+    if (!this.makeRoom(needMiB)) return null;
+    this.reserved += needMiB;
+    return this.reservation(
+      needMiB,
+      async (code) => {
+        const t0 = performance.now();
+        const session = await this.host.prepare(fn.memoryMiB);
+        try {
+          await session.boot();
+          await session.init(initOf(fn, code));
+        } catch (err) {
+          await session.destroy('cold start failed');
+          throw err;
+        }
+        return { session, start: 'cold', startMs: performance.now() - t0 };
+      },
+      null,
+    );
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const all: Promise<void>[] = this.pool.splice(0).map((s) => s.destroy('worker shutting down'));
+    for (const list of this.warm.values()) {
+      for (const w of list.splice(0)) {
+        clearTimeout(w.timer);
+        all.push(w.session.destroy('worker shutting down'));
+      }
+    }
+    await Promise.all(all);
+    await this.host.close();
+  }
+
+  /**
+   * Wraps the path that obtains a VM with the release policy. `memoryMiB` is
+   * already counted in `reserved` (when a pool or warm VM was made, or by the
+   * caller for a cold start) and is given back when the VM is destroyed.
+   * `taken` is the pool or warm VM this reservation took out of its list.
+   */
+  private reservation(
+    memoryMiB: number,
+    obtain: (code: string) => Promise<Omit<Lease, 'release'>>,
+    taken: GuestSession | null,
+  ): Reservation {
+    let settled = false;
+    const giveBack = () => {
+      this.reserved -= memoryMiB;
+      this.refill();
+    };
+    return {
+      cancel: () => {
+        if (settled) return;
+        settled = true;
+        if (taken) void taken.destroy('call abandoned before it started');
+        giveBack();
+      },
+      acquire: async (fn, code) => {
+        settled = true;
+        this.busy++;
+        let lease: Omit<Lease, 'release'>;
+        try {
+          lease = await obtain(code);
+        } catch (err) {
+          this.busy--;
+          giveBack();
+          throw err;
+        }
+        this.refill();
+        return {
+          ...lease,
+          release: async (healthy) => {
+            this.busy--;
+            if (healthy && fn.isolation === 'per-function' && !this.closed) {
+              try {
+                await this.host.driver.pause(lease.session.vm);
+                this.keepWarm(fn, lease.session, memoryMiB);
+                return;
+              } catch (err) {
+                this.log.warn({ err, vm: lease.session.vm.id }, 'could not pause a warm VM; destroying it');
+              }
+            }
+            await lease.session.destroy(healthy ? 'invocation finished' : 'VM failed');
+            giveBack();
+          },
+        };
+      },
+    };
+  }
+
+  private keepWarm(fn: FunctionRecord, session: GuestSession, memoryMiB: number): void {
+    const key = warmKey(fn);
+    const w: WarmVm = {
+      session,
+      memoryMiB,
+      key,
+      timer: setTimeout(() => void this.evict(w, 'idle TTL passed'), this.opts.warmTtlMs),
+    };
+    w.timer.unref();
+    const list = this.warm.get(key) ?? [];
+    list.push(w);
+    this.warm.set(key, list);
+    this.idleOrder.add(w);
+  }
+
+  private async evict(w: WarmVm, why: string): Promise<void> {
+    const list = this.warm.get(w.key);
+    const i = list?.indexOf(w) ?? -1;
+    if (i < 0) return; // taken meanwhile
+    list!.splice(i, 1);
+    if (list!.length === 0) this.warm.delete(w.key);
+    this.idleOrder.delete(w);
+    clearTimeout(w.timer);
+    this.reserved -= w.memoryMiB;
+    await w.session.destroy(why);
+    this.refill();
+  }
+
+  /** Frees memory by evicting idle warm VMs, oldest first; false when it still does not fit. */
+  private makeRoom(needMiB: number): boolean {
+    for (const w of this.idleOrder) {
+      if (this.reserved + needMiB <= this.opts.memoryBudgetMiB) break;
+      void this.evict(w, 'memory needed for another call');
+    }
+    return this.reserved + needMiB <= this.opts.memoryBudgetMiB;
+  }
+
+  /** Keeps `poolSize` VMs booted and paused, one boot at a time (bounded refill rate). */
+  private refill(): void {
+    if (this.refilling || this.closed) return;
+    const needMiB = guestMemoryMiB(this.host.image, this.opts.poolFunctionMiB);
+    if (this.pool.length + this.booting >= this.opts.poolSize) return;
+    if (this.reserved + needMiB > this.opts.memoryBudgetMiB) return;
+    this.refilling = true;
+    this.booting++;
+    this.reserved += needMiB;
+    void (async () => {
+      try {
+        const session = await this.host.prepare(this.opts.poolFunctionMiB);
+        try {
+          await session.boot();
+          await this.host.driver.pause(session.vm);
+        } catch (err) {
+          await session.destroy('pool boot failed');
+          throw err;
+        }
+        if (this.closed) {
+          await session.destroy('worker shutting down');
+          this.reserved -= needMiB;
+        } else {
+          // A pooled VM that dies while waiting leaves the pool at once.
+          void session.vm.exited.then(() => {
+            const i = this.pool.indexOf(session);
+            if (i >= 0) {
+              this.pool.splice(i, 1);
+              this.reserved -= needMiB;
+              this.refill();
+            }
+          });
+          this.pool.push(session);
+        }
+      } catch (err) {
+        this.reserved -= needMiB;
+        this.log.error({ err }, 'pool refill failed');
+        await new Promise((r) => setTimeout(r, 1000));
+      } finally {
+        this.booting--;
+        this.refilling = false;
+        this.refill();
+      }
+    })();
+  }
+}
+
+function initOf(fn: FunctionRecord, code: string) {
+  return {
+    functionName: fn.name,
+    code,
+    handler: fn.handler,
+    env: fn.envVars,
+    memoryLimitInMB: fn.memoryMiB,
+  };
+}
