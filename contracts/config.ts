@@ -28,6 +28,10 @@ export const configSchema = z.object({
   MAYFLY_CACHE_DIR: z.string().default(path.join(PROJECT_ROOT, '.cache')),
   /** Per-VM sockets of this process (short: unix socket paths are limited to 108 bytes). */
   MAYFLY_RUN_DIR: z.string().default(path.join(os.tmpdir(), `mayfly-${process.pid}`)),
+  /** Template snapshots (guest RAM files): default /dev/shm/mayfly-<pid>. Must be tmpfs for sharing to pay off. */
+  MAYFLY_TEMPLATE_DIR: z.string().optional(),
+  /** Start VMs as copy-on-write clones of a booted template (fast) instead of cold boots. */
+  MAYFLY_CLONES: bool.default(true),
   /** QEMU accelerator: `auto` uses KVM when /dev/kvm exists and a probe boot under it succeeds. */
   MAYFLY_ACCEL: z.enum(['auto', 'kvm', 'tcg']).default('auto'),
   /** Write each guest kernel's console to <run dir>/<vm>/console.log (debugging). */
@@ -74,6 +78,8 @@ export const configSchema = z.object({
   MAYFLY_MEMORY_BUDGET_MB: int(256, 16 * 1024 * 1024).default(4096),
   /** Pre-booted, paused VMs kept ready per runtime. */
   MAYFLY_POOL_SIZE: int(0, 1000).default(1),
+  /** Largest pool the worker grows to under load (sized by arrival rate × refill time). */
+  MAYFLY_POOL_MAX: int(0, 1000).default(8),
   /** Idle time after which a per-function warm VM is destroyed. */
   MAYFLY_WARM_TTL_MS: int(1000, 86_400_000).default(60_000),
   MAYFLY_HEARTBEAT_MS: int(100, 60_000).default(1000),

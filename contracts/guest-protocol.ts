@@ -4,6 +4,7 @@
  * Frames are encoded by ./frame.ts. Sequence (DESIGN.md, "Guest protocol"):
  *
  *   guest → host  ready                     agent is up, channel is open
+ *   (host → guest reseed → guest → host ready: only for a VM cloned from a template)
  *   host  → guest init                      code, handler name, env (once)
  *   guest → host  initialized               handler loaded, or why not
  *   host  → guest run                       one invocation
@@ -53,7 +54,19 @@ export const runMessageSchema = z.object({
 });
 export type RunMessage = z.infer<typeof runMessageSchema>;
 
-export const hostMessageSchema = z.discriminatedUnion('type', [initMessageSchema, runMessageSchema]);
+/**
+ * Sent to a VM restored from a template snapshot, before anything else: fresh
+ * entropy (base64, 64 bytes) so the clone's random numbers differ from every
+ * other clone's, and its own id. The agent answers with a new `ready`.
+ */
+export const reseedMessageSchema = z.object({
+  type: z.literal('reseed'),
+  entropy: z.string(),
+  vmId: z.string(),
+});
+export type ReseedMessage = z.infer<typeof reseedMessageSchema>;
+
+export const hostMessageSchema = z.discriminatedUnion('type', [initMessageSchema, runMessageSchema, reseedMessageSchema]);
 export type HostMessage = z.infer<typeof hostMessageSchema>;
 
 // ---- guest → host ----------------------------------------------------------

@@ -165,6 +165,21 @@ function isFastifyError(err: unknown): err is FastifyError {
   return err instanceof Error && typeof (err as FastifyError).code === 'string';
 }
 
+/** Bodies up to this size are read and discarded after a 413, so the client finishes sending and reads the answer. */
+const MAX_DRAIN_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Fastify answers a too-large body with `Connection: close` before reading it;
+ * a client still writing then sees EPIPE instead of the 413. For bodies of a
+ * reasonable size, keep the connection and discard the rest of the body instead.
+ */
+function drainOversizedBody(request: FastifyRequest, reply: FastifyReply): void {
+  const declared = Number(request.headers['content-length'] ?? NaN);
+  if (!Number.isFinite(declared) || declared > MAX_DRAIN_BYTES || request.raw.readableEnded) return;
+  reply.removeHeader('connection');
+  request.raw.resume();
+}
+
 /** Maps anything thrown in the request lifecycle to a GatewayError (null: unexpected, answer 500). */
 export function toGatewayError(err: unknown, request: FastifyRequest): GatewayError | null {
   if (err instanceof GatewayError) return err;
@@ -215,6 +230,7 @@ export function installErrorHandling(app: FastifyInstance): void {
       if (mapped.statusCode >= 500) request.log.warn({ err, callId }, mapped.message);
       const body = mapped.toBody();
       if (callId !== undefined && mapped.statusCode >= 500 && body.callId === undefined) body.callId = callId;
+      if (mapped.statusCode === 413) drainOversizedBody(request, reply);
       return reply.code(mapped.statusCode).send(body);
     }
     request.log.error({ err, callId }, 'unexpected error');

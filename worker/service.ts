@@ -61,6 +61,10 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
   const hostId = config.MAYFLY_HOST_ID ?? defaultHostId();
   const host = await VmHost.open(config, (p) => log.info({ image: p }, 'image build'));
   log.info({ hostId, accel: host.driver.accel, why: host.accelWhy, image: host.image.imageId }, 'VM host ready');
+  if (config.MAYFLY_CLONES) {
+    const t = await host.template(config.MAYFLY_DEFAULT_MEMORY_MB);
+    log.info({ functionMiB: t.functionMiB, ms: Math.round(t.makeMs) }, 'template snapshot ready');
+  }
   const nc: NatsConnection = await connectNats(config.MAYFLY_NATS_URL, `mayfly-worker-${hostId}`);
   const store = await FunctionStore.open(nc, {
     defaultMemoryMiB: config.MAYFLY_DEFAULT_MEMORY_MB,
@@ -74,6 +78,8 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
     {
       memoryBudgetMiB: config.MAYFLY_MEMORY_BUDGET_MB,
       poolSize: config.MAYFLY_POOL_SIZE,
+      poolMax: Math.max(config.MAYFLY_POOL_SIZE, config.MAYFLY_POOL_MAX),
+      clones: config.MAYFLY_CLONES,
       poolFunctionMiB: config.MAYFLY_DEFAULT_MEMORY_MB,
       warmTtlMs: config.MAYFLY_WARM_TTL_MS,
     },

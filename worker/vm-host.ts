@@ -3,7 +3,9 @@
  * resolved once), and how a function's VM is sized, prepared and run. Used by
  * the worker service and by `mayfly run`.
  */
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { PROJECT_ROOT, type MayflyConfig } from '../contracts/config.js';
@@ -33,6 +35,28 @@ export function guestMemoryMiB(image: Pick<GuestImage, 'sizes'>, functionMiB: nu
   return functionMiB + imageMiB + GUEST_BASE_OVERHEAD_MIB;
 }
 
+/** Template RAM belongs on tmpfs: shared pages in memory, no disk I/O. */
+function defaultShmDir(): string {
+  return fs.existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir();
+}
+
+/**
+ * Template RAM of Mayfly processes that died without cleaning up (a killed
+ * worker) would hold tmpfs memory forever: remove the folders whose process is gone.
+ */
+async function sweepStaleTemplates(): Promise<void> {
+  const shm = defaultShmDir();
+  for (const name of await fsp.readdir(shm).catch(() => [] as string[])) {
+    const m = /^mayfly-(\d+)$/.exec(name);
+    if (!m || Number(m[1]) === process.pid) continue;
+    try {
+      process.kill(Number(m[1]), 0);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ESRCH') await fsp.rm(path.join(shm, name), { recursive: true, force: true });
+    }
+  }
+}
+
 export function newVmId(): string {
   return `vm${Date.now().toString(36)}${randomBytes(4).toString('hex')}`;
 }
@@ -46,13 +70,24 @@ export interface RunOnceTimings {
   invokeMs: number;
 }
 
+export interface Template {
+  functionMiB: number;
+  memoryMiB: number;
+  ramPath: string;
+  statePath: string;
+  makeMs: number;
+}
+
 export class VmHost {
+  private readonly templates = new Map<number, Promise<Template>>();
+
   private constructor(
     readonly image: GuestImage,
     readonly driver: QemuDriver,
     readonly accelWhy: string,
     readonly limits: SessionLimits,
     private readonly runDir: string,
+    private readonly templateDir: string,
   ) {}
 
   static async open(config: MayflyConfig, onProgress?: (p: ImageProgress) => void): Promise<VmHost> {
@@ -74,7 +109,68 @@ export class VmHost {
       probeKvm(image, runDir, limits),
     );
     const driver = new QemuDriver({ accel, runDir, consoleLog: config.MAYFLY_GUEST_CONSOLE_LOG });
-    return new VmHost(image, driver, why, limits, runDir);
+    if (!config.MAYFLY_TEMPLATE_DIR) await sweepStaleTemplates();
+    return new VmHost(image, driver, why, limits, runDir, config.MAYFLY_TEMPLATE_DIR ?? path.join(defaultShmDir(), `mayfly-${process.pid}`));
+  }
+
+  /**
+   * The template of a guest size: booted once to the agent's `ready`, its RAM
+   * in a file on tmpfs and its device state saved (LightVM's checkpoint). Made
+   * on first use and then shared by every clone of that size. Templates live in
+   * this process's template folder, so a new image (a new worker) makes new ones.
+   */
+  template(functionMiB: number): Promise<Template> {
+    let t = this.templates.get(functionMiB);
+    if (!t) {
+      t = this.makeTemplate(functionMiB);
+      this.templates.set(functionMiB, t);
+      t.catch(() => this.templates.delete(functionMiB));
+    }
+    return t;
+  }
+
+  /** A clone of the template, restored and paused: `resumeClone` it to run. */
+  async prepareClone(functionMiB: number): Promise<GuestSession> {
+    const t = await this.template(functionMiB);
+    const vm = await this.driver.create({
+      id: newVmId(),
+      kernelPath: this.image.kernelPath,
+      initrdPath: this.image.initrdPath,
+      memoryMiB: t.memoryMiB,
+      memoryFile: { path: t.ramPath, shared: false },
+      incoming: true,
+    });
+    try {
+      await this.driver.restore(vm, t.statePath);
+    } catch (err) {
+      await this.driver.destroy(vm, 'restore failed');
+      throw err;
+    }
+    return new GuestSession(this.driver, vm, this.limits);
+  }
+
+  private async makeTemplate(functionMiB: number): Promise<Template> {
+    const dir = path.join(this.templateDir, `${this.image.imageId.slice(0, 12)}-${functionMiB}`);
+    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+    const ramPath = path.join(dir, 'ram');
+    const statePath = path.join(dir, 'state');
+    const memoryMiB = guestMemoryMiB(this.image, functionMiB);
+    const t0 = performance.now();
+    const vm = await this.driver.create({
+      id: newVmId(),
+      kernelPath: this.image.kernelPath,
+      initrdPath: this.image.initrdPath,
+      memoryMiB,
+      memoryFile: { path: ramPath, shared: true },
+    });
+    const session = new GuestSession(this.driver, vm, this.limits);
+    try {
+      await session.boot();
+      await this.driver.snapshot(vm, statePath);
+    } finally {
+      await session.destroy('template saved');
+    }
+    return { functionMiB, memoryMiB, ramPath, statePath, makeMs: performance.now() - t0 };
   }
 
   /** A VM for a function with `functionMiB` of memory, prepared (paused, nothing run yet). */
@@ -110,7 +206,9 @@ export class VmHost {
 
   async close(): Promise<void> {
     await this.driver.close();
+    await Promise.allSettled(this.templates.values());
     await fsp.rm(this.runDir, { recursive: true, force: true });
+    await fsp.rm(this.templateDir, { recursive: true, force: true });
   }
 }
 

@@ -10,6 +10,7 @@
  * work is O(1) in the number of VMs (maps keyed by function; no scans on the
  * hot path except evicting idle warm VMs when memory is short).
  */
+import { randomBytes } from 'node:crypto';
 import type { StartKind } from '../contracts/bus.js';
 import type { FunctionRecord } from '../contracts/functions.js';
 import type { Logger } from '../lib/logger.js';
@@ -18,10 +19,29 @@ import { guestMemoryMiB, type VmHost } from './vm-host.js';
 
 export interface VmManagerOptions {
   memoryBudgetMiB: number;
-  /** Ready VMs to keep for functions with the default memory size. */
+  /** Ready VMs to keep at least, for functions with the default memory size. */
   poolSize: number;
+  /** The most the pool grows to under load (Little's law: arrival rate × refill time). */
+  poolMax: number;
   poolFunctionMiB: number;
   warmTtlMs: number;
+  /** Make VMs as copy-on-write clones of a booted template instead of cold boots. */
+  clones: boolean;
+}
+
+/** Sliding count of events per second over the last `windowMs`. */
+class RateMeter {
+  private stamps: number[] = [];
+  constructor(private readonly windowMs = 10_000) {}
+  mark(): void {
+    this.stamps.push(Date.now());
+    if (this.stamps.length > 10_000) this.stamps.splice(0, 5000);
+  }
+  perSecond(): number {
+    const since = Date.now() - this.windowMs;
+    while (this.stamps.length && this.stamps[0]! < since) this.stamps.shift();
+    return this.stamps.length / (this.windowMs / 1000);
+  }
 }
 
 export interface Lease {
@@ -54,12 +74,18 @@ export class VmManager {
   private reserved = 0;
   private booting = 0;
   private busy = 0;
-  private readonly pool: GuestSession[] = [];
+  private readonly pool: Array<{ session: GuestSession; memoryMiB: number }> = [];
   private readonly warm = new Map<string, WarmVm[]>();
   /** Idle warm VMs in the order they went idle (for eviction). */
   private readonly idleOrder = new Set<WarmVm>();
   private refilling = false;
   private closed = false;
+  /** Calls that wanted a fresh VM (pool demand), per second. */
+  private readonly demand = new RateMeter();
+  /** Measured: seconds to make one pool VM, and MiB a clone really uses (PSS), as moving averages. */
+  private refillSeconds = 1;
+  private cloneMiB: number | null = null;
+  private refills = 0;
 
   constructor(
     private readonly host: VmHost,
@@ -78,7 +104,54 @@ export class VmManager {
       vms: { booting: this.booting, pool: this.pool.length, warm: warmIdle, busy: this.busy },
       warm: [...this.warm.entries()].filter(([, l]) => l.length > 0).map(([k]) => k),
       pools: { node: this.pool.length },
+      poolTarget: this.poolTarget(),
+      refillSeconds: this.refillSeconds,
+      refills: this.refills,
+      cloneMiB: this.cloneMiB,
     };
+  }
+
+  /** Little's law: VMs in flight to refill = arrival rate × refill time; never below the configured floor. */
+  poolTarget(): number {
+    const want = Math.ceil(this.demand.perSecond() * this.refillSeconds);
+    return Math.min(this.opts.poolMax, Math.max(this.opts.poolSize, want));
+  }
+
+  /** Memory to account for a new VM: measured PSS of clones when cloning, the whole guest RAM for a cold boot. */
+  private estimateMiB(functionMiB: number): number {
+    const ram = guestMemoryMiB(this.host.image, functionMiB);
+    if (!this.opts.clones || this.cloneMiB === null) return ram;
+    // Margin: a clone's PSS grows as the function touches memory.
+    return Math.min(ram, Math.ceil(this.cloneMiB * 1.5) + functionMiB / 4);
+  }
+
+  private measure(session: GuestSession): void {
+    const kib = this.host.driver.memoryPssKiB(session.vm);
+    if (kib === null) return;
+    const mib = kib / 1024;
+    this.cloneMiB = this.cloneMiB === null ? mib : this.cloneMiB * 0.8 + mib * 0.2;
+  }
+
+  /** A fresh VM for `functionMiB`: a resumed clone of the template, or a cold boot. */
+  private async freshVm(functionMiB: number): Promise<{ session: GuestSession; kind: StartKind }> {
+    if (this.opts.clones) {
+      const session = await this.host.prepareClone(functionMiB);
+      try {
+        await session.resumeClone(randomBytes(64));
+      } catch (err) {
+        await session.destroy('clone failed to resume');
+        throw err;
+      }
+      return { session, kind: 'clone' };
+    }
+    const session = await this.host.prepare(functionMiB);
+    try {
+      await session.boot();
+    } catch (err) {
+      await session.destroy('boot failed');
+      throw err;
+    }
+    return { session, kind: 'cold' };
   }
 
   /** Starts keeping the pool full. */
@@ -106,36 +179,36 @@ export class VmManager {
         w.session,
       );
     }
-    const needMiB = guestMemoryMiB(this.host.image, fn.memoryMiB);
+    this.demand.mark();
     const pooled = fn.memoryMiB === this.opts.poolFunctionMiB ? this.pool.shift() : undefined;
     if (pooled) {
-      return this.reservation(needMiB, async (code) => {
+      return this.reservation(pooled.memoryMiB, async (code) => {
         const t0 = performance.now();
         try {
-          await this.host.driver.start(pooled.vm);
-          await pooled.init(initOf(fn, code));
+          await this.host.driver.start(pooled.session.vm);
+          await pooled.session.init(initOf(fn, code));
         } catch (err) {
-          await pooled.destroy('pool VM failed to start the function');
+          await pooled.session.destroy('pool VM failed to start the function');
           throw err;
         }
-        return { session: pooled, start: 'pool', startMs: performance.now() - t0 };
-      }, pooled);
+        return { session: pooled.session, start: 'pool', startMs: performance.now() - t0 };
+      }, pooled.session);
     }
+    const needMiB = this.estimateMiB(fn.memoryMiB);
     if (!this.makeRoom(needMiB)) return null;
     this.reserved += needMiB;
     return this.reservation(
       needMiB,
       async (code) => {
         const t0 = performance.now();
-        const session = await this.host.prepare(fn.memoryMiB);
+        const { session, kind } = await this.freshVm(fn.memoryMiB);
         try {
-          await session.boot();
           await session.init(initOf(fn, code));
         } catch (err) {
-          await session.destroy('cold start failed');
+          await session.destroy('function failed to start');
           throw err;
         }
-        return { session, start: 'cold', startMs: performance.now() - t0 };
+        return { session, start: kind, startMs: performance.now() - t0 };
       },
       null,
     );
@@ -143,7 +216,7 @@ export class VmManager {
 
   async close(): Promise<void> {
     this.closed = true;
-    const all: Promise<void>[] = this.pool.splice(0).map((s) => s.destroy('worker shutting down'));
+    const all: Promise<void>[] = this.pool.splice(0).map((p) => p.session.destroy('worker shutting down'));
     for (const list of this.warm.values()) {
       for (const w of list.splice(0)) {
         clearTimeout(w.timer);
@@ -247,39 +320,47 @@ export class VmManager {
     return this.reserved + needMiB <= this.opts.memoryBudgetMiB;
   }
 
-  /** Keeps `poolSize` VMs booted and paused, one boot at a time (bounded refill rate). */
+  /**
+   * Keeps `poolTarget()` fresh VMs ready and paused (clones resumed once so
+   * their reseed is done and TCG has translated the agent's idle path), one
+   * at a time: the refill rate is bounded by design.
+   */
   private refill(): void {
     if (this.refilling || this.closed) return;
-    const needMiB = guestMemoryMiB(this.host.image, this.opts.poolFunctionMiB);
-    if (this.pool.length + this.booting >= this.opts.poolSize) return;
+    if (this.pool.length + this.booting >= this.poolTarget()) return;
+    const needMiB = this.estimateMiB(this.opts.poolFunctionMiB);
     if (this.reserved + needMiB > this.opts.memoryBudgetMiB) return;
     this.refilling = true;
     this.booting++;
     this.reserved += needMiB;
+    const t0 = performance.now();
     void (async () => {
       try {
-        const session = await this.host.prepare(this.opts.poolFunctionMiB);
+        const { session } = await this.freshVm(this.opts.poolFunctionMiB);
         try {
-          await session.boot();
           await this.host.driver.pause(session.vm);
         } catch (err) {
-          await session.destroy('pool boot failed');
+          await session.destroy('pool VM could not be paused');
           throw err;
         }
+        this.refills++;
+        this.refillSeconds = this.refillSeconds * 0.7 + ((performance.now() - t0) / 1000) * 0.3;
+        if (this.opts.clones) this.measure(session);
+        const entry = { session, memoryMiB: needMiB };
         if (this.closed) {
           await session.destroy('worker shutting down');
           this.reserved -= needMiB;
         } else {
           // A pooled VM that dies while waiting leaves the pool at once.
           void session.vm.exited.then(() => {
-            const i = this.pool.indexOf(session);
+            const i = this.pool.indexOf(entry);
             if (i >= 0) {
               this.pool.splice(i, 1);
               this.reserved -= needMiB;
               this.refill();
             }
           });
-          this.pool.push(session);
+          this.pool.push(entry);
         }
       } catch (err) {
         this.reserved -= needMiB;

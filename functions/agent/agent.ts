@@ -17,12 +17,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { encodeFrame, FrameDecoder } from '../../contracts/frame.js';
+import { installCloneRng } from './clone-rng.js';
 import { looksLikeEsm, pickHandler, type Handler } from './handler-module.js';
 import type {
   ErrorInfo,
   GuestMessage,
   HostMessage,
   InitMessage,
+  ReseedMessage,
   RunMessage,
 } from '../../contracts/guest-protocol.js';
 
@@ -173,9 +175,29 @@ async function run(msg: RunMessage): Promise<void> {
   writeAll(frame);
 }
 
+let reseeded = false;
+
+/** First message to a clone: fresh randomness, then a new `ready` (see clone-rng.ts). */
+function reseed(msg: ReseedMessage): void {
+  if (!reseeded) installCloneRng(Buffer.from(msg.entropy, 'base64'));
+  reseeded = true;
+  sendReady();
+}
+
+function sendReady(): void {
+  send({
+    type: 'ready',
+    runtime: 'node',
+    runtimeVersion: process.version,
+    kernel: os.release(),
+    agentVersion: AGENT_VERSION,
+  });
+}
+
 function onMessage(raw: unknown): void {
   const msg = raw as HostMessage;
-  if (msg?.type === 'init') void init(msg);
+  if (msg?.type === 'reseed') reseed(msg);
+  else if (msg?.type === 'init') void init(msg);
   else if (msg?.type === 'run') void run(msg);
   else process.stderr.write(`agent: ignoring unknown host message\n`);
 }
@@ -205,13 +227,7 @@ function main(): void {
     for (const m of decoder.push(chunk as Buffer)) onMessage(m);
   });
   input.on('error', (err) => process.stderr.write(`agent: channel read failed: ${err.message}\n`));
-  send({
-    type: 'ready',
-    runtime: 'node',
-    runtimeVersion: process.version,
-    kernel: os.release(),
-    agentVersion: AGENT_VERSION,
-  });
+  sendReady();
 }
 
 main();

@@ -144,7 +144,11 @@ export class TestPlatform {
     );
     await this.nc?.close().catch(() => {});
     await this.nats.stop();
-    for (const s of this.services) if (s.runDir) fs.rmSync(s.runDir, { recursive: true, force: true });
+    for (const s of this.services) {
+      if (s.runDir) fs.rmSync(s.runDir, { recursive: true, force: true });
+      // A worker killed by the test could not remove its template RAM (tmpfs).
+      if (s.runDir && s.proc.pid) fs.rmSync(`/dev/shm/mayfly-${s.proc.pid}`, { recursive: true, force: true });
+    }
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
 

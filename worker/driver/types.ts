@@ -17,6 +17,14 @@ export interface VmSpec {
   vcpus?: number;
   /** Extra kernel command line arguments appended to the driver's own. */
   kernelArgs?: string[];
+  /**
+   * Guest RAM in a file (on tmpfs). `shared: true` for a template (the file IS
+   * its RAM); `shared: false` for a clone: a private copy-on-write mapping of
+   * the template's file, so clones share every page they do not write.
+   */
+  memoryFile?: { path: string; shared: boolean };
+  /** Wait for a saved state (`restore`) instead of booting the kernel. */
+  incoming?: boolean;
 }
 
 export type VmState = 'prepared' | 'running' | 'paused' | 'exited';
@@ -47,6 +55,13 @@ export interface HypervisorDriver {
   pause(vm: Vm): Promise<void>;
   /** Stops the VM and frees everything it held (process, sockets, files). Idempotent. */
   destroy(vm: Vm, why?: string): Promise<void>;
+  /**
+   * Saves a template: stops the VM and writes its device state to `statePath`.
+   * RAM is not copied: it stays in the VM's memory file (spec.memoryFile.shared).
+   */
+  snapshot?(vm: Vm, statePath: string): Promise<void>;
+  /** Loads a template's state into a VM created with `incoming`; it is paused afterwards. */
+  restore?(vm: Vm, statePath: string): Promise<void>;
   /** Asks the hypervisor, not a cache. */
   queryState(vm: Vm): Promise<VmState>;
   /** Destroys every VM this driver still owns. */
