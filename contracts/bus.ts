@@ -15,13 +15,25 @@ import { functionRecordSchema } from './functions.js';
 
 export const SUBJECTS = {
   invoke: 'mayfly.invoke',
+  /** Async calls, stored in the STREAMS.async work queue. */
+  asyncSubmit: 'mayfly.async.submit',
   heartbeat: 'mayfly.heartbeat',
   hostInvoke: (hostId: string) => `mayfly.host.${hostId}.invoke`,
 } as const;
 
 export const QUEUE_GROUPS = { schedulers: 'mayfly-schedulers' } as const;
 
+export const STREAMS = {
+  /** Work queue of accepted async calls; a message is removed when a scheduler acks it. */
+  async: 'MAYFLY_ASYNC',
+} as const;
+
+/** Durable pull consumer shared by all scheduler replicas. */
+export const ASYNC_CONSUMER = 'mayfly-schedulers';
+
 export const STORES = {
+  /** KV bucket: call id → CallRecord (expires with the bucket's max age). */
+  calls: 'mayfly_calls',
   /** KV bucket: function name → FunctionRecord. */
   functions: 'mayfly_functions',
   /** Object store: code by content hash. */
@@ -104,3 +116,40 @@ export const heartbeatSchema = z.object({
   pools: z.record(z.string(), z.number().int()),
 });
 export type Heartbeat = z.infer<typeof heartbeatSchema>;
+
+/** An accepted async call, as stored in the work queue (Nats-Msg-Id = callId). */
+export const asyncCallSchema = z.object({
+  callId: z.string().min(1).max(128),
+  functionName: z.string(),
+  event: invocationEventSchema,
+  callbackUrl: z.string().url().optional(),
+  submittedAt: z.number(),
+});
+export type AsyncCall = z.infer<typeof asyncCallSchema>;
+
+export const callStatusSchema = z.enum(['queued', 'running', 'succeeded', 'failed', 'dead', 'cancelled']);
+export type CallStatus = z.infer<typeof callStatusSchema>;
+export const FINAL_STATUSES: ReadonlySet<CallStatus> = new Set(['succeeded', 'failed', 'dead', 'cancelled']);
+
+/** One call, sync or async, in the style of an OpenWhisk activation. */
+export const callRecordSchema = z.object({
+  callId: z.string(),
+  function: z.string(),
+  mode: z.enum(['sync', 'async']),
+  status: callStatusSchema,
+  attempts: z.number().int(),
+  statusCode: z.number().int().optional(),
+  result: z.unknown().optional(),
+  error: z.string().optional(),
+  /** Last lines of the function's logs (bounded). */
+  logs: z.array(logLineSchema),
+  queuedAt: z.string(),
+  startedAt: z.string().optional(),
+  endedAt: z.string().optional(),
+  start: startKindSchema.optional(),
+  hostId: z.string().optional(),
+  callbackUrl: z.string().optional(),
+  /** Set once the callback was delivered (or given up on), so it is sent at most once. */
+  callbackStatus: z.enum(['pending', 'sent', 'failed']).optional(),
+});
+export type CallRecord = z.infer<typeof callRecordSchema>;

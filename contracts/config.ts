@@ -71,6 +71,19 @@ export const configSchema = z.object({
   /** How long the scheduler keeps trying hosts for one call before answering NO_CAPACITY. */
   MAYFLY_PLACEMENT_TIMEOUT_MS: int(100, 600_000).default(30_000),
 
+  // ---- async calls and call records ----
+  /** How long call records (sync and async) are kept. */
+  MAYFLY_RECORD_TTL_MS: int(60_000, 30 * 86_400_000).default(86_400_000),
+  /** Async calls one scheduler replica runs at once. */
+  MAYFLY_ASYNC_CONCURRENCY: int(1, 10_000).default(16),
+  /** A scheduler that holds an async call silently for this long loses it to another replica. */
+  MAYFLY_ASYNC_ACK_WAIT_MS: int(1000, 3_600_000).default(30_000),
+  /** Attempts of an async call whose failure the function did not cause (VM died, worker lost). */
+  MAYFLY_ASYNC_MAX_ATTEMPTS: int(1, 100).default(5),
+  MAYFLY_ASYNC_RETRY_MIN_MS: int(10, 3_600_000).default(500),
+  MAYFLY_ASYNC_RETRY_MAX_MS: int(10, 3_600_000).default(30_000),
+  MAYFLY_CALLBACK_TIMEOUT_MS: int(100, 600_000).default(10_000),
+
   // ---- worker ----
   /** This host's id on the bus; default: the machine's hostname and the process id. */
   MAYFLY_HOST_ID: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/).optional(),

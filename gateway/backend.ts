@@ -3,7 +3,7 @@
  * a small handler interface in front of the backend). The NATS implementation
  * is ./nats-backend.ts; unit tests of the routes may use an in-memory one.
  */
-import type { InvokeResult } from '../contracts/bus.js';
+import type { AsyncCall, CallRecord, CallStatus, InvokeResult } from '../contracts/bus.js';
 import type { DeployRequest, FunctionRecord } from '../contracts/functions.js';
 import type { InvocationEvent } from '../contracts/guest-protocol.js';
 
@@ -21,6 +21,16 @@ export interface GatewayBackend {
    * with outcome.kind "platform", not as a rejection.
    */
   invoke(fn: FunctionRecord, callId: string, event: InvocationEvent): Promise<InvokeResult>;
+  /**
+   * Stores an async call durably (record `queued`, then the work queue) and
+   * resolves only once it is stored. `duplicate`: this call id was accepted
+   * before, and nothing new was queued.
+   */
+  submitAsync(fn: FunctionRecord, call: AsyncCall): Promise<{ duplicate: boolean }>;
+  getCall(callId: string): Promise<CallRecord | null>;
+  listCalls(filter: { function?: string; status?: CallStatus; limit: number }): Promise<CallRecord[]>;
+  /** Cancels a call that has not started; otherwise reports its record unchanged. */
+  cancelCall(callId: string): Promise<{ cancelled: boolean; record: CallRecord | null }>;
   /** Whether the backend can serve (NATS connected). */
   healthy(): boolean;
 }

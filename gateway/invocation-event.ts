@@ -13,6 +13,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { invocationEventSchema, type InvocationEvent } from '../contracts/guest-protocol.js';
 
 export const INVOKE_PREFIX = '/function/';
+const ASYNC_INVOKE_PREFIX = '/async-function/';
 
 /** Longest `path` an InvocationEvent may carry (414 above it). */
 export const MAX_PATH_CHARS = invocationEventSchema.shape.path.maxLength ?? 4096;
@@ -31,7 +32,8 @@ export interface RawInvocationRequest {
 export function invocationPath(url: string): string {
   const q = url.indexOf('?');
   const rawPath = q < 0 ? url : url.slice(0, q);
-  const afterPrefix = rawPath.startsWith(INVOKE_PREFIX) ? rawPath.slice(INVOKE_PREFIX.length) : rawPath.replace(/^\/+/, '');
+  const prefix = [INVOKE_PREFIX, ASYNC_INVOKE_PREFIX].find((p) => rawPath.startsWith(p));
+  const afterPrefix = prefix ? rawPath.slice(prefix.length) : rawPath.replace(/^\/+/, '');
   const slash = afterPrefix.indexOf('/');
   return slash < 0 ? '/' : afterPrefix.slice(slash);
 }

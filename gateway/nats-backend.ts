@@ -5,6 +5,9 @@
  */
 import { RequestError, TimeoutError } from '@nats-io/transport-node';
 import { invokeResultSchema, SUBJECTS, type InvokeResult } from '../contracts/bus.js';
+import { AsyncPublisher, ensureAsyncStream } from '../lib/async-queue.js';
+import { CallRecords, newRecord } from '../lib/call-records.js';
+import { mapInvokeResult } from '../lib/response-mapping.js';
 import type { MayflyConfig } from '../contracts/config.js';
 import type { FunctionRecord } from '../contracts/functions.js';
 import type { InvocationEvent } from '../contracts/guest-protocol.js';
@@ -24,7 +27,42 @@ export async function createNatsBackend(
     maxCodeBytes: config.MAYFLY_MAX_CODE_BYTES,
   });
 
+  const records = await CallRecords.open(nc, config.MAYFLY_RECORD_TTL_MS);
+  await ensureAsyncStream(nc);
+  const publisher = new AsyncPublisher(nc);
+
+  /** A sync call's record, written once it is done (best effort: the caller has its answer already). */
+  async function recordSync(fn: FunctionRecord, result: InvokeResult, queuedAt: Date): Promise<void> {
+    const statusCode = mapInvokeResult(result).statusCode;
+    await records
+      .put({
+        callId: result.callId,
+        function: fn.name,
+        mode: 'sync',
+        status: statusCode >= 500 || result.outcome.kind !== 'value' ? 'failed' : 'succeeded',
+        attempts: 1,
+        statusCode,
+        ...(result.outcome.kind === 'value' && result.outcome.value !== undefined ? { result: result.outcome.value } : {}),
+        ...(result.outcome.kind === 'error' ? { error: result.outcome.error.message } : {}),
+        ...(result.outcome.kind === 'platform' ? { error: result.outcome.message } : {}),
+        logs: result.logs,
+        queuedAt: queuedAt.toISOString(),
+        startedAt: queuedAt.toISOString(),
+        endedAt: new Date().toISOString(),
+        ...(result.start ? { start: result.start } : {}),
+        ...(result.hostId ? { hostId: result.hostId } : {}),
+      })
+      .catch(() => {});
+  }
+
   async function invoke(fn: FunctionRecord, callId: string, event: InvocationEvent): Promise<InvokeResult> {
+    const queuedAt = new Date();
+    const result = await invokeOnce(fn, callId, event);
+    await recordSync(fn, result, queuedAt);
+    return result;
+  }
+
+  async function invokeOnce(fn: FunctionRecord, callId: string, event: InvocationEvent): Promise<InvokeResult> {
     const t0 = performance.now();
     const platform = (code: 'NO_SCHEDULER' | 'FUNCTION_TIMEOUT' | 'INTERNAL', message: string): InvokeResult => ({
       callId,
@@ -58,6 +96,20 @@ export async function createNatsBackend(
     listFunctions: () => store.list(),
     deleteFunction: (name) => store.remove(name),
     invoke,
+    async submitAsync(_fn, call) {
+      if (!(await records.create(newRecord(call)))) return { duplicate: true };
+      try {
+        await publisher.publish(call);
+      } catch (err) {
+        // Not stored, so not accepted: forget the record, and the client may retry with the same id.
+        await records.remove(call.callId).catch(() => {});
+        throw err;
+      }
+      return { duplicate: false };
+    },
+    getCall: (callId) => records.get(callId),
+    listCalls: (filter) => records.list(filter),
+    cancelCall: (callId) => records.cancel(callId),
     healthy: () => !nc.isClosed(),
   };
   return { backend, nc, close: () => nc.drain().catch(() => {}) };

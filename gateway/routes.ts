@@ -11,6 +11,7 @@
 import type { FastifyInstance, HTTPMethods, onRequestAsyncHookHandler, RouteHandlerMethod } from 'fastify';
 import type { GatewayDeps } from './deps.js';
 import { GatewayError, type BodyLimitRouteConfig } from './errors.js';
+import * as asyncCalls from './handlers/async.js';
 import * as functions from './handlers/functions.js';
 import * as invoke from './handlers/invoke.js';
 import * as system from './handlers/system.js';
@@ -57,6 +58,13 @@ export function routeTable(deps: GatewayDeps): RouteSpec[] {
     // ---- synchronous invocation
     { method: 'ANY', url: '/function/:name', ...invocation },
     { method: 'ANY', url: '/function/:name/*', ...invocation },
+
+    // ---- asynchronous invocation (stored in JetStream before the 202) and call records
+    { method: 'POST', url: '/async-function/:name', ...invocation, handler: asyncCalls.asyncInvoke(deps) },
+    { method: 'POST', url: '/async-function/:name/*', ...invocation, handler: asyncCalls.asyncInvoke(deps) },
+    { method: 'DELETE', url: '/async-function/:callId', body: 'none', handler: asyncCalls.cancelCall(deps) },
+    { method: 'GET', url: '/system/invocations', body: 'none', handler: asyncCalls.listCalls(deps) },
+    { method: 'GET', url: '/system/invocations/:callId', body: 'none', handler: asyncCalls.getCall(deps) },
   ];
 }
 

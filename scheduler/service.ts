@@ -20,6 +20,7 @@ import {
 import type { MayflyConfig } from '../contracts/config.js';
 import type { Logger } from '../lib/logger.js';
 import { connectNats, jsonCodec } from '../lib/nats.js';
+import { startAsyncConsumer } from './async-consumer.js';
 import { rankHosts } from './placement.js';
 
 export interface SchedulerService {
@@ -59,6 +60,11 @@ export async function startScheduler(config: MayflyConfig, log: Logger): Promise
     nc.publish(req.replyTo, jsonCodec.encode(result));
   }
 
+  /**
+   * Offers the call to hosts until one accepts; that worker publishes the
+   * result to req.replyTo. When none does within the placement timeout, the
+   * scheduler publishes a NO_CAPACITY result there itself.
+   */
   async function place(req: InvokeRequest): Promise<void> {
     const deadline = Date.now() + config.MAYFLY_PLACEMENT_TIMEOUT_MS;
     const refusals: string[] = [];
@@ -108,11 +114,14 @@ export async function startScheduler(config: MayflyConfig, log: Logger): Promise
     },
   });
 
+  const asyncCalls = await startAsyncConsumer(nc, config, log, place);
+
   return {
     hosts: alive,
     async stop() {
       sub.unsubscribe();
       hbSub.unsubscribe();
+      await asyncCalls.stop();
       await nc.drain().catch(() => {});
     },
   };

@@ -26,7 +26,7 @@ import {
   setInvocationContext,
 } from '../invocation-context.js';
 import { buildInvocationEvent, invocationPath, MAX_PATH_CHARS } from '../invocation-event.js';
-import { mapInvokeResult, platformHeaders } from '../response-mapping.js';
+import { mapInvokeResult, platformHeaders } from '../../lib/response-mapping.js';
 import { parseFunctionName } from '../validation.js';
 
 /** A client-chosen call id is used only when it matches this; otherwise a UUID is generated. */
@@ -59,7 +59,7 @@ export function resolveInvocation(deps: GatewayDeps): onRequestAsyncHookHandler 
     }
     setInvocationContext(request, {
       fn,
-      callId: chooseCallId(request.headers['x-call-id']),
+      callId: chooseCallId(request.headers['x-call-id'] ?? request.headers['idempotency-key']),
       acceptedAt: performance.now(),
     });
   };

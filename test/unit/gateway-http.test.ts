@@ -4,12 +4,13 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
-import type { InvokeResult } from '../../contracts/bus.js';
+import type { AsyncCall, CallRecord, CallStatus, InvokeResult } from '../../contracts/bus.js';
 import type { DeployRequest, FunctionRecord } from '../../contracts/functions.js';
 import type { InvocationEvent } from '../../contracts/guest-protocol.js';
 import { buildGateway } from '../../gateway/app.js';
 import type { GatewayBackend } from '../../gateway/backend.js';
 import { FunctionStoreError } from '../../lib/function-store.js';
+import { newRecord } from '../../lib/call-records.js';
 
 type Responder = (fn: FunctionRecord, callId: string, event: InvocationEvent) => InvokeResult | Promise<InvokeResult>;
 
@@ -44,6 +45,28 @@ class MemoryBackend implements GatewayBackend {
       createdAt,
       updatedAt: new Date().toISOString(),
     };
+  }
+
+  readonly records = new Map<string, CallRecord>();
+  async submitAsync(_fn: FunctionRecord, call: AsyncCall): Promise<{ duplicate: boolean }> {
+    if (this.records.has(call.callId)) return { duplicate: true };
+    this.records.set(call.callId, newRecord(call));
+    return { duplicate: false };
+  }
+  async getCall(callId: string): Promise<CallRecord | null> {
+    return this.records.get(callId) ?? null;
+  }
+  async listCalls(filter: { function?: string; status?: CallStatus; limit: number }): Promise<CallRecord[]> {
+    return [...this.records.values()]
+      .filter((r) => (!filter.function || r.function === filter.function) && (!filter.status || r.status === filter.status))
+      .slice(0, filter.limit);
+  }
+  async cancelCall(callId: string): Promise<{ cancelled: boolean; record: CallRecord | null }> {
+    const r = this.records.get(callId);
+    if (!r || r.status !== 'queued') return { cancelled: false, record: r ?? null };
+    const next = { ...r, status: 'cancelled' as const };
+    this.records.set(callId, next);
+    return { cancelled: true, record: next };
   }
 
   async createFunction(req: DeployRequest): Promise<FunctionRecord> {

@@ -5,7 +5,7 @@ import {
   PLATFORM_STATUS,
   platformHeaders,
   sanitizeHeaders,
-} from '../../gateway/response-mapping.js';
+} from '../../lib/response-mapping.js';
 
 const base = { callId: 'c-1', durationMs: 5, logs: [{ stream: 'stdout' as const, line: 'secret log' }] };
 const noValue = (): InvokeResult => ({ ...base, outcome: { kind: 'value' } });

@@ -1,0 +1,254 @@
+/**
+ * Runs async calls from the JetStream work queue. Every scheduler replica pulls
+ * from the same durable consumer, MAYFLY_ASYNC_CONCURRENCY calls at a time.
+ *
+ * For each message: read the call's record (a final record means a redelivery
+ * of a finished call: finish its callback if needed and ack); mark it running;
+ * place it like a sync call with this scheduler's inbox as the reply subject,
+ * keeping the message alive with working() meanwhile; then decide (retry
+ * policy): retry later (nak with delay), or write the one final record
+ * (compare-and-set), POST the callback once, and only then ack. A scheduler,
+ * worker or VM that dies mid-call leaves the message unacked: it is redelivered
+ * and the record's state tells the next scheduler where things stand.
+ */
+import { createInbox } from '@nats-io/transport-node';
+import type { JsMsg } from '@nats-io/jetstream';
+import {
+  asyncCallSchema,
+  invokeResultSchema,
+  type AsyncCall,
+  type CallRecord,
+  type InvokeRequest,
+  type InvokeResult,
+} from '../contracts/bus.js';
+import type { MayflyConfig } from '../contracts/config.js';
+import { asyncConsumer } from '../lib/async-queue.js';
+import { CallRecords, isFinal, newRecord } from '../lib/call-records.js';
+import { FunctionStore } from '../lib/function-store.js';
+import type { Logger } from '../lib/logger.js';
+import { jsonCodec, type NatsConnection } from '../lib/nats.js';
+import { mapInvokeResult } from '../lib/response-mapping.js';
+import { decide, retryPolicy, type RetryPolicy } from './retry-policy.js';
+
+/** Per-function concurrency of async calls on one scheduler replica, from this annotation. */
+export const MAX_INFLIGHT_ANNOTATION = 'com.mayfly.max_inflight';
+
+export interface AsyncConsumerHandle {
+  stop(): Promise<void>;
+  inflight(): number;
+}
+
+export async function startAsyncConsumer(
+  nc: NatsConnection,
+  config: MayflyConfig,
+  log: Logger,
+  place: (req: InvokeRequest) => Promise<void>,
+): Promise<AsyncConsumerHandle> {
+  const records = await CallRecords.open(nc, config.MAYFLY_RECORD_TTL_MS);
+  const functions = await FunctionStore.open(nc, {
+    defaultMemoryMiB: config.MAYFLY_DEFAULT_MEMORY_MB,
+    maxMemoryMiB: config.MAYFLY_MAX_MEMORY_MB,
+    defaultTimeoutMs: config.MAYFLY_DEFAULT_TIMEOUT_MS,
+    maxTimeoutMs: config.MAYFLY_MAX_TIMEOUT_MS,
+    maxCodeBytes: config.MAYFLY_MAX_CODE_BYTES,
+  });
+  const consumer = await asyncConsumer(nc, { ackWaitMs: config.MAYFLY_ASYNC_ACK_WAIT_MS });
+  const perFunction = new Map<string, number>();
+  let running = 0;
+  let stopped = false;
+
+  /** Runs one attempt; null when no result came back in time (the worker or its host was lost). */
+  async function attempt(call: AsyncCall, fn: InvokeRequest['fn'], msg: JsMsg): Promise<InvokeResult | null> {
+    const inbox = createInbox();
+    const sub = nc.subscribe(inbox, { max: 1 });
+    const keepAlive = setInterval(() => msg.working(), Math.max(500, config.MAYFLY_ASYNC_ACK_WAIT_MS / 3));
+    const timeoutMs = fn.timeoutMs + config.MAYFLY_INVOKE_OVERHEAD_MS + config.MAYFLY_PLACEMENT_TIMEOUT_MS;
+    try {
+      const first = (async () => {
+        for await (const m of sub) return invokeResultSchema.parse(jsonCodec.decode(m.data));
+        return null;
+      })();
+      await place({ callId: call.callId, fn, event: call.event, replyTo: inbox, receivedAt: call.submittedAt, offerExpiresAt: 0 });
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = new Promise<null>((r) => (timer = setTimeout(() => r(null), timeoutMs)));
+      const result = await Promise.race([first, timedOut]);
+      clearTimeout(timer);
+      return result;
+    } finally {
+      clearInterval(keepAlive);
+      sub.unsubscribe();
+    }
+  }
+
+  async function sendCallback(record: CallRecord, result: InvokeResult | null, policy: RetryPolicy): Promise<'sent' | 'failed'> {
+    const mapped = result ? mapInvokeResult(result) : null;
+    const headers: Record<string, string> = {
+      'content-type': String(mapped?.headers['content-type'] ?? 'application/json'),
+      'x-call-id': record.callId,
+      'x-function-name': record.function,
+      'x-function-status': String(record.statusCode ?? mapped?.statusCode ?? 500),
+      'x-duration-seconds': ((result?.durationMs ?? 0) / 1000).toFixed(3),
+      'x-retry': String(Math.max(0, record.attempts - 1)),
+      'x-retry-max': String(Math.max(0, Math.max(policy.platformAttempts, policy.functionAttempts) - 1)),
+      'x-mayfly-status': record.status,
+    };
+    const body = mapped ? mapped.body : Buffer.from(JSON.stringify({ error: record.error ?? record.status, callId: record.callId }));
+    for (let i = 0; i < 3; i++) {
+      try {
+        const res = await fetch(record.callbackUrl!, {
+          method: 'POST',
+          headers,
+          body: new Uint8Array(body),
+          signal: AbortSignal.timeout(config.MAYFLY_CALLBACK_TIMEOUT_MS),
+          redirect: 'manual',
+        });
+        await res.arrayBuffer().catch(() => undefined);
+        if (res.status < 500) return 'sent';
+      } catch (err) {
+        log.warn({ callId: record.callId, err: (err as Error).message }, 'callback failed');
+      }
+      await new Promise((r) => setTimeout(r, 500 * 2 ** i));
+    }
+    return 'failed';
+  }
+
+  async function finishCallback(record: CallRecord, result: InvokeResult | null, policy: RetryPolicy): Promise<void> {
+    if (!record.callbackUrl || record.callbackStatus !== 'pending') return;
+    const status = await sendCallback(record, result, policy);
+    await records.update(record.callId, (r) => (r.callbackStatus === 'pending' ? { ...r, callbackStatus: status } : null));
+  }
+
+  async function handle(msg: JsMsg): Promise<void> {
+    let call: AsyncCall;
+    try {
+      call = asyncCallSchema.parse(jsonCodec.decode(msg.data));
+    } catch {
+      log.error({ seq: msg.seq }, 'dropping a malformed async message');
+      msg.term();
+      return;
+    }
+    const fn = await functions.get(call.functionName);
+    const policy = retryPolicy(fn?.annotations ?? {}, {
+      maxAttempts: config.MAYFLY_ASYNC_MAX_ATTEMPTS,
+      minMs: config.MAYFLY_ASYNC_RETRY_MIN_MS,
+      maxMs: config.MAYFLY_ASYNC_RETRY_MAX_MS,
+    });
+    let record = await records.get(call.callId);
+    if (!record) {
+      // The record expired or was never written: recreate it so the call still ends in one final record.
+      await records.create(newRecord(call));
+      record = await records.get(call.callId);
+    }
+    if (!record) throw new Error(`no record for call ${call.callId}`);
+    if (isFinal(record.status)) {
+      // A redelivery of a finished (or cancelled) call: only a callback may be left to do.
+      await finishCallback(record, null, policy);
+      msg.ack();
+      return;
+    }
+    const now = () => new Date().toISOString();
+    if (!fn) {
+      const done = await records.update(call.callId, (r) =>
+        isFinal(r.status)
+          ? null
+          : { ...r, status: 'failed', error: `function "${call.functionName}" no longer exists`, statusCode: 404, endedAt: now(), callbackStatus: r.callbackUrl ? 'pending' : undefined },
+      );
+      if (done) await finishCallback(done, null, policy);
+      msg.ack();
+      return;
+    }
+    const limit = Number(fn.annotations[MAX_INFLIGHT_ANNOTATION] ?? 0);
+    if (limit > 0 && (perFunction.get(fn.name) ?? 0) >= limit) {
+      msg.nak(200); // over its concurrency: back in the queue, no attempt counted
+      return;
+    }
+    perFunction.set(fn.name, (perFunction.get(fn.name) ?? 0) + 1);
+    try {
+      const started = await records.update(call.callId, (r) =>
+        isFinal(r.status) ? null : { ...r, status: 'running', attempts: r.attempts + 1, startedAt: now() },
+      );
+      if (!started) {
+        msg.ack(); // became final meanwhile (cancelled)
+        return;
+      }
+      const result = await attempt(call, fn, msg);
+      const statusCode = result ? mapInvokeResult(result).statusCode : 502;
+      const d = decide(result, statusCode, started.attempts, policy);
+      if (d.action !== 'final') {
+        const why = result?.outcome.kind === 'platform' ? result.outcome.message : 'no result: the worker or its host was lost';
+        await records.update(call.callId, (r) =>
+          isFinal(r.status) ? null : { ...r, status: 'queued', error: why, attempts: d.action === 'requeue' ? r.attempts - 1 : r.attempts },
+        );
+        log.info({ callId: call.callId, fn: fn.name, action: d.action, delayMs: d.delayMs, attempts: started.attempts }, why);
+        msg.nak(d.delayMs);
+        return;
+      }
+      const value = result?.outcome.kind === 'value' ? result.outcome.value : undefined;
+      const error =
+        result === null
+          ? 'no result: the worker or its host was lost'
+          : result.outcome.kind === 'error'
+            ? result.outcome.error.message
+            : result.outcome.kind === 'platform'
+              ? result.outcome.message
+              : undefined;
+      const done = await records.update(call.callId, (r) =>
+        isFinal(r.status)
+          ? null
+          : {
+              ...r,
+              status: d.status,
+              statusCode,
+              ...(value !== undefined ? { result: value } : {}),
+              ...(error !== undefined ? { error } : {}),
+              logs: result?.logs ?? [],
+              endedAt: now(),
+              ...(result?.start ? { start: result.start } : {}),
+              ...(result?.hostId ? { hostId: result.hostId } : {}),
+              ...(r.callbackUrl ? { callbackStatus: 'pending' as const } : {}),
+            },
+      );
+      if (done) await finishCallback(done, result, policy);
+      msg.ack();
+    } finally {
+      perFunction.set(fn.name, (perFunction.get(fn.name) ?? 1) - 1);
+    }
+  }
+
+  async function loop(): Promise<void> {
+    while (!stopped) {
+      let msg: JsMsg | null = null;
+      try {
+        msg = await consumer.next({ expires: 2000 });
+      } catch (err) {
+        if (!stopped) log.warn({ err: (err as Error).message }, 'async queue unavailable; retrying');
+        await new Promise((r) => setTimeout(r, 500));
+        continue;
+      }
+      if (!msg) continue;
+      running++;
+      try {
+        await handle(msg);
+      } catch (err) {
+        // Anything unexpected (NATS down mid-call): leave the message for redelivery.
+        log.error({ err: (err as Error).message }, 'async call failed in the scheduler; it will be redelivered');
+        try {
+          msg.nak(config.MAYFLY_ASYNC_RETRY_MIN_MS);
+        } catch {
+          // connection gone: ack_wait redelivers it
+        }
+      } finally {
+        running--;
+      }
+    }
+  }
+
+  const loops = Array.from({ length: config.MAYFLY_ASYNC_CONCURRENCY }, () => loop());
+  return {
+    inflight: () => running,
+    async stop() {
+      stopped = true;
+      await Promise.allSettled(loops);
+    },
+  };
+}
