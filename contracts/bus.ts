@@ -149,7 +149,11 @@ export const callRecordSchema = z.object({
   start: startKindSchema.optional(),
   hostId: z.string().optional(),
   callbackUrl: z.string().optional(),
-  /** Set once the callback was delivered (or given up on), so it is sent at most once. */
-  callbackStatus: z.enum(['pending', 'sent', 'failed']).optional(),
+  /**
+   * pending → sending (claimed with compare-and-set right before the POST) →
+   * sent | failed. Only the claimer POSTs, so a call gets at most one callback
+   * even when its message is redelivered to another scheduler.
+   */
+  callbackStatus: z.enum(['pending', 'sending', 'sent', 'failed']).optional(),
 });
 export type CallRecord = z.infer<typeof callRecordSchema>;

@@ -112,10 +112,24 @@ export async function startAsyncConsumer(
     return 'failed';
   }
 
+  /** Claims the callback (pending → sending), POSTs it, records the outcome. At most one POST per call. */
   async function finishCallback(record: CallRecord, result: InvokeResult | null, policy: RetryPolicy): Promise<void> {
     if (!record.callbackUrl || record.callbackStatus !== 'pending') return;
-    const status = await sendCallback(record, result, policy);
-    await records.update(record.callId, (r) => (r.callbackStatus === 'pending' ? { ...r, callbackStatus: status } : null));
+    const claimed = await records.update(record.callId, (r) =>
+      r.callbackStatus === 'pending' ? { ...r, callbackStatus: 'sending' } : null,
+    );
+    if (!claimed) return; // another scheduler has it
+    const status = await sendCallback(claimed, result, policy);
+    // The POST happened: record it even if NATS is briefly away (a restart), so nobody is tempted to resend.
+    for (let i = 0; ; i++) {
+      try {
+        await records.update(record.callId, (r) => (r.callbackStatus === 'sending' ? { ...r, callbackStatus: status } : null));
+        return;
+      } catch (err) {
+        if (i >= 120) throw err;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
   }
 
   async function handle(msg: JsMsg): Promise<void> {

@@ -26,6 +26,8 @@ export interface ServiceProcess {
 
 export interface PlatformOptions {
   workers?: number;
+  /** Scheduler replicas, named s1, s2, ... (default 1, named "scheduler"). */
+  schedulers?: number;
   env?: Record<string, string>;
 }
 
@@ -37,7 +39,7 @@ export class TestPlatform {
 
   private constructor(
     readonly dir: string,
-    readonly nats: NatsServerHandle,
+    public nats: NatsServerHandle,
     private readonly env: Record<string, string>,
   ) {}
 
@@ -64,7 +66,8 @@ export class TestPlatform {
           if (hb.success) p.heartbeats.set(hb.data.hostId, hb.data);
         },
       });
-      p.spawn('scheduler');
+      const replicas = opts.schedulers ?? 1;
+      for (let i = 1; i <= replicas; i++) p.spawn('scheduler', {}, replicas === 1 ? 'scheduler' : `s${i}`);
       for (let i = 1; i <= (opts.workers ?? 1); i++) p.startWorker(`w${i}`);
       p.spawn('gateway');
       await p.waitFor(async () => (await fetch(`${p.gatewayUrl}/healthz`).catch(() => null))?.status === 200, 60_000, 'gateway /healthz');
@@ -78,6 +81,18 @@ export class TestPlatform {
   startWorker(hostId: string, env: Record<string, string> = {}): ServiceProcess {
     const runDir = path.join(os.tmpdir(), `mfw-${randomBytes(3).toString('hex')}`);
     return this.spawn('worker', { MAYFLY_HOST_ID: hostId, MAYFLY_RUN_DIR: runDir, ...env }, hostId, runDir);
+  }
+
+  /** Stops nats-server and starts it again on the same port with the same JetStream store. */
+  async restartNats(): Promise<void> {
+    const { port, storeDir } = this.nats;
+    await this.nats.stop();
+    this.nats = await startNatsServer({ storeDir, port, logFile: path.join(this.dir, 'nats.log') });
+  }
+
+  /** Starts one more service process (e.g. a scheduler replica to replace a killed one). */
+  startService(service: 'scheduler' | 'gateway', name: string): ServiceProcess {
+    return this.spawn(service, {}, name);
   }
 
   /** The last heartbeat of each worker seen on the bus. */
