@@ -24,8 +24,11 @@ const int = (min: number, max: number) => z.coerce.number().int().min(min).max(m
 export const configSchema = z.object({
   /** State of the local platform started by `npm start` (nats-server's JetStream store). */
   MAYFLY_DATA_DIR: z.string().default(path.join(PROJECT_ROOT, '.data')),
-  /** Downloaded kernels and built images. */
-  MAYFLY_CACHE_DIR: z.string().default(path.join(PROJECT_ROOT, '.cache')),
+  /**
+   * Downloaded kernels and built images. Outside the checkout by default, so a
+   * fresh clone on the same machine (CI) reuses them; rebuilt when missing.
+   */
+  MAYFLY_CACHE_DIR: z.string().default(path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'mayfly')),
   /** Per-VM sockets of this process (short: unix socket paths are limited to 108 bytes). */
   MAYFLY_RUN_DIR: z.string().default(path.join(os.tmpdir(), `mayfly-${process.pid}`)),
   /** Template snapshots (guest RAM files): default /dev/shm/mayfly-<pid>. Must be tmpfs for sharing to pay off. */

@@ -3,12 +3,13 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { loadConfig } from '../../contracts/config.js';
 import { parseCpio } from '../../functions/image/cpio.js';
 import { ensureImage, formatImageReport, formatProgress, initScript, workerFile, type ImageProgress } from '../../functions/image/build.js';
 import { cachedKernels, CONSOLE_MODULES } from '../../functions/image/kernel.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const CACHE = path.join(ROOT, '.cache');
+const CACHE = loadConfig().MAYFLY_CACHE_DIR;
 const DIST = path.join(ROOT, 'dist');
 
 describe('guest image builder', () => {
