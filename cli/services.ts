@@ -5,11 +5,17 @@
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { loadConfig, PROJECT_ROOT, type MayflyConfig } from '../contracts/config.js';
 import { buildGateway } from '../gateway/app.js';
+import { Authenticator } from '../gateway/auth.js';
 import { createNatsBackend } from '../gateway/nats-backend.js';
+import { adminPassword } from '../lib/credentials.js';
+import { TokenStore } from '../lib/tokens.js';
 import { createLogger } from '../lib/logger.js';
+import { announceMetrics, processId } from '../lib/metrics-announcer.js';
+import { advertisedHost } from '../lib/metrics.js';
 import { startScheduler } from '../scheduler/service.js';
 import { startWorker } from '../worker/service.js';
 
@@ -44,16 +50,41 @@ function untilSignal(stop: () => Promise<void>): Promise<number> {
 }
 
 export async function gatewayCommand(config: MayflyConfig = loadConfig()): Promise<number> {
-  const { backend, close } = await createNatsBackend(config);
+  const { backend, nc, close } = await createNatsBackend(config);
+  const tokens = await TokenStore.open(nc);
+  let auth: Authenticator | undefined;
+  if (config.MAYFLY_AUTH) {
+    const password = adminPassword(config);
+    if (password.generated) process.stderr.write(`mayfly gateway: generated the admin password into ${password.source} (mode 0600)\n`);
+    auth = new Authenticator({
+      enabled: true,
+      adminUser: config.MAYFLY_ADMIN_USER,
+      adminPassword: password.value,
+      tokens,
+      metricsAuth: config.MAYFLY_METRICS_AUTH,
+    });
+  } else {
+    process.stderr.write('mayfly gateway: WARNING: authentication is off (MAYFLY_AUTH=off): anyone who reaches the gateway can deploy code\n');
+  }
   const app = await buildGateway({
     backend,
     maxBodyBytes: config.MAYFLY_MAX_BODY_BYTES,
     maxCodeBytes: config.MAYFLY_MAX_CODE_BYTES,
     version: version(),
     logger: { level: process.env.MAYFLY_LOG_LEVEL ?? 'info', name: 'mayfly-gateway' },
+    ...(auth ? { auth } : {}),
+    tokens,
   });
   await app.listen({ host: config.MAYFLY_HOST, port: config.MAYFLY_PORT });
+  // For the scheduler's Prometheus targets file (see README, Observability).
+  const port = (app.server.address() as AddressInfo).port;
+  const announcer = announceMetrics(
+    nc,
+    { service: 'gateway', id: processId('gateway'), url: `http://${advertisedHost(config.MAYFLY_HOST)}:${port}/metrics` },
+    config.MAYFLY_HEARTBEAT_MS,
+  );
   return untilSignal(async () => {
+    announcer.stop();
     await app.close();
     await close();
   });

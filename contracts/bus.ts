@@ -34,6 +34,10 @@ export const ASYNC_CONSUMER = 'mayfly-schedulers';
 export const STORES = {
   /** KV bucket: call id → CallRecord (expires with the bucket's max age). */
   calls: 'mayfly_calls',
+  /** KV bucket: API token id → its name and sha256 hash. */
+  tokens: 'mayfly_tokens',
+  /** KV bucket: secret name → value, AES-256-GCM encrypted with the operator's key. */
+  secrets: 'mayfly_secrets',
   /** KV bucket: function name → FunctionRecord. */
   functions: 'mayfly_functions',
   /** Object store: code by content hash. */

@@ -56,6 +56,19 @@ export const configSchema = z.object({
   /** NATS server. `npm start` runs its own nats-server when this is unset. */
   MAYFLY_NATS_URL: z.string().default('nats://127.0.0.1:4222'),
 
+  // ---- security ----
+  /** Credentials on the management API (/system/*). Turn off only on purpose: MAYFLY_AUTH=off. */
+  MAYFLY_AUTH: bool.default(true),
+  MAYFLY_ADMIN_USER: z.string().min(1).default('admin'),
+  /** The admin password; or MAYFLY_ADMIN_PASSWORD_FILE; when neither is set one is generated into <data dir>/admin-password (mode 0600). */
+  MAYFLY_ADMIN_PASSWORD: z.string().min(8).optional(),
+  MAYFLY_ADMIN_PASSWORD_FILE: z.string().optional(),
+  /** Require the same credentials on the gateway's /metrics. */
+  MAYFLY_METRICS_AUTH: bool.default(false),
+  /** Key (32 bytes, base64) that encrypts secrets at rest; or MAYFLY_SECRETS_KEY_FILE; generated into <data dir>/secrets.key when neither is set. */
+  MAYFLY_SECRETS_KEY: z.string().optional(),
+  MAYFLY_SECRETS_KEY_FILE: z.string().optional(),
+
   // ---- gateway ----
   MAYFLY_HOST: z.string().default('127.0.0.1'),
   MAYFLY_PORT: int(0, 65535).default(8080),
@@ -101,6 +114,21 @@ export const configSchema = z.object({
   MAYFLY_HEARTBEAT_MS: int(100, 60_000).default(1000),
   /** Worker's /metrics listener (0 = any free port). */
   MAYFLY_WORKER_METRICS_PORT: int(0, 65535).default(0),
+
+  // ---- observability ----
+  /** Scheduler's /metrics listener (0 = any free port). */
+  MAYFLY_SCHEDULER_METRICS_PORT: int(0, 65535).default(0),
+  /** Address the worker's and scheduler's /metrics listeners bind to (0.0.0.0: all; the host name is announced). */
+  MAYFLY_METRICS_HOST: z.string().default('127.0.0.1'),
+  /**
+   * Prometheus file_sd targets file the scheduler writes (gateway, schedulers,
+   * workers). Default <MAYFLY_DATA_DIR>/prometheus/targets.json; `off` disables it.
+   */
+  MAYFLY_PROMETHEUS_SD_FILE: z.string().optional(),
+  /** `mayfly up` also runs Debian's prometheus with infra/prometheus/prometheus.yml. */
+  MAYFLY_PROMETHEUS: bool.default(false),
+  /** Where that prometheus listens (127.0.0.1). */
+  MAYFLY_PROMETHEUS_PORT: int(1, 65535).default(9090),
 });
 
 export type MayflyConfig = z.infer<typeof configSchema>;

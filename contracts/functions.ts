@@ -56,6 +56,8 @@ export const deployRequestSchema = z.strictObject({
   isolation: isolationSchema.default('per-request'),
   labels: stringMap(64, 1024).optional(),
   annotations: stringMap(64, 16 * 1024).optional(),
+  /** Names of secrets (POST /system/secrets) the function may read at /var/openfaas/secrets/<name>. */
+  secrets: z.array(z.string().min(1).max(63)).max(64).optional(),
 });
 export type DeployRequest = z.infer<typeof deployRequestSchema>;
 
@@ -75,6 +77,7 @@ export const functionRecordSchema = z.object({
   image: z.string(),
   labels: z.record(z.string(), z.string()),
   annotations: z.record(z.string(), z.string()),
+  secrets: z.array(z.string()).default([]),
   /** Increases on every update: warm VMs are never reused across versions. */
   version: z.number().int().positive(),
   createdAt: z.string(),

@@ -42,6 +42,8 @@ export const initMessageSchema = z.object({
   handler: z.string(),
   env: z.record(z.string(), z.string()),
   memoryLimitInMB: z.number().int().positive(),
+  /** The function's own secrets only; the agent writes them to /var/openfaas/secrets/<name> (mode 0400). */
+  secrets: z.record(z.string(), z.string()).optional(),
 });
 export type InitMessage = z.infer<typeof initMessageSchema>;
 

@@ -6,10 +6,12 @@
  * caller can still add plugins or routes before `listen()`; `inject()` works as is.
  */
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import type { Authenticator } from './auth.js';
 import type { GatewayBackend } from './backend.js';
-import type { GatewayDeps } from './deps.js';
+import type { GatewayDeps, TokenAdmin } from './deps.js';
 import { installErrorHandling } from './errors.js';
-import { GatewayMetrics } from './metrics.js';
+import { getInvocationContext } from './invocation-context.js';
+import { countAsyncSubmissions, GatewayMetrics } from './metrics.js';
 import { DEPLOY_BODY_OVERHEAD_BYTES, registerRoutes } from './routes.js';
 
 export interface GatewayOptions {
@@ -21,6 +23,10 @@ export interface GatewayOptions {
   version: { release: string; sha: string };
   /** Fastify's `logger` (boolean or pino options); a ready pino logger is passed as `loggerInstance`. */
   logger?: boolean | object;
+  /** Authentication of the management API; absent = off (unit tests). */
+  auth?: Authenticator;
+  /** API token administration (/system/tokens); absent = those routes answer 501. */
+  tokens?: TokenAdmin;
 }
 
 function isLoggerInstance(v: unknown): boolean {
@@ -29,14 +35,34 @@ function isLoggerInstance(v: unknown): boolean {
   return ['info', 'error', 'debug', 'fatal', 'warn', 'trace', 'child'].every((m) => typeof l[m] === 'function');
 }
 
+/**
+ * Every log line about a call carries its id (`callId`): once the invocation
+ * hooks have chosen it (or the route names one, /system/invocations/:callId),
+ * the request's logger is bound to it, before the body is read, so body errors
+ * and the "request completed" line have it too.
+ */
+function bindCallIdToLogs(app: FastifyInstance): void {
+  app.addHook('preParsing', async (request, reply, payload) => {
+    const param = (request.params as { callId?: unknown } | undefined)?.callId;
+    const callId = getInvocationContext(request)?.callId ?? (typeof param === 'string' ? param.slice(0, 128) : undefined);
+    if (callId !== undefined) {
+      request.log = request.log.child({ callId });
+      reply.log = request.log;
+    }
+    return payload;
+  });
+}
+
 export async function buildGateway(opts: GatewayOptions): Promise<FastifyInstance> {
   const metrics = new GatewayMetrics();
   const deps: GatewayDeps = {
-    backend: opts.backend,
+    backend: countAsyncSubmissions(opts.backend, metrics),
     metrics,
     maxBodyBytes: opts.maxBodyBytes,
     maxCodeBytes: opts.maxCodeBytes,
     version: opts.version,
+    ...(opts.auth ? { auth: opts.auth } : {}),
+    ...(opts.tokens ? { tokens: opts.tokens } : {}),
   };
 
   const logger = opts.logger ?? false;
@@ -51,6 +77,12 @@ export async function buildGateway(opts: GatewayOptions): Promise<FastifyInstanc
 
   const app = Fastify(fastifyOptions) as unknown as FastifyInstance;
   installErrorHandling(app);
+  opts.auth?.install(app);
+  bindCallIdToLogs(app);
+  // Prometheus scrapes /metrics every few seconds: only problems of it are logged.
+  app.addHook('onRoute', (route) => {
+    if (route.url === '/metrics' && !route.logLevel) route.logLevel = 'warn';
+  });
   await registerRoutes(app, deps);
   app.addHook('onClose', async () => {
     metrics.registry.clear();

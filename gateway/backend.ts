@@ -6,6 +6,7 @@
 import type { AsyncCall, CallRecord, CallStatus, InvokeResult } from '../contracts/bus.js';
 import type { DeployRequest, FunctionRecord } from '../contracts/functions.js';
 import type { InvocationEvent } from '../contracts/guest-protocol.js';
+import type { FunctionLogEntry, LogsQuery } from '../lib/function-logs.js';
 
 export interface GatewayBackend {
   /** Throws FunctionStoreError (lib/function-store.ts) for what the user can fix. */
@@ -31,6 +32,17 @@ export interface GatewayBackend {
   listCalls(filter: { function?: string; status?: CallStatus; limit: number }): Promise<CallRecord[]>;
   /** Cancels a call that has not started; otherwise reports its record unchanged. */
   cancelCall(callId: string): Promise<{ cancelled: boolean; record: CallRecord | null }>;
+  /** Secrets: values go in, names come out. Throws SecretError (lib/secrets.ts) for what the user can fix. */
+  createSecret(name: string, value: string): Promise<void>;
+  updateSecret(name: string, value: string): Promise<void>;
+  listSecrets(): Promise<Array<{ name: string; createdAt: string; updatedAt: string }>>;
+  deleteSecret(name: string): Promise<boolean>;
   /** Whether the backend can serve (NATS connected). */
   healthy(): boolean;
+  /**
+   * A function's log lines (GET /system/logs), oldest first, from its call
+   * records (lib/function-logs.ts). Optional: without it the route reads them
+   * through listCalls.
+   */
+  functionLogs?(query: LogsQuery): Promise<FunctionLogEntry[]>;
 }

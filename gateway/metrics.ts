@@ -1,69 +1,55 @@
 /**
- * Every metric the gateway exports, declared here and nowhere else. Names and
- * labels follow the OpenFaaS gateway so its dashboards work unchanged.
+ * The gateway's metrics. Names, labels and help live in contracts/metrics.ts
+ * (GATEWAY_METRICS, QUEUE_METRICS); they follow the OpenFaaS gateway so its
+ * dashboards work unchanged.
  *
  * One registry per gateway instance (not prom-client's global one), so several
  * gateways can live in one process (tests). It includes prom-client's default
  * process metrics (CPU, memory, event loop lag, GC, ...).
  *
  * - gateway_function_invocation_total{function_name,code}: finished sync invocations
- *   by HTTP status code; counted by this gateway process only.
+ *   by HTTP status code, counted by this gateway process (async ones are counted by
+ *   the scheduler when they finish).
  * - gateway_functions_seconds{function_name,code}: gateway-measured duration (request
  *   accepted → result), the value of X-Duration-Seconds.
  * - gateway_service_count{function_name}: 1 per existing function. Set from the list of
  *   functions whenever GET /system/functions or GET /metrics is served (functions scale
  *   from zero, so "replicas" is always 1 in Mayfly).
- * - gateway_function_invocation_started{function_name}: invocations handed to the backend.
+ * - gateway_function_invocation_started{function_name}: sync invocations handed to the
+ *   backend and async calls accepted into the queue.
+ * - mayfly_queue_submitted_total{function_name}: async calls accepted (202, not duplicates).
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { DURATION_BUCKETS as BUCKETS, GATEWAY_METRICS, QUEUE_METRICS } from '../contracts/metrics.js';
+import { counter, createRegistry, histogram, untypedCounter, untypedGauge } from '../lib/metrics.js';
+import type { GatewayBackend } from './backend.js';
 
 export const METRIC_NAMES = {
-  invocationTotal: 'gateway_function_invocation_total',
-  functionSeconds: 'gateway_functions_seconds',
-  serviceCount: 'gateway_service_count',
-  invocationStarted: 'gateway_function_invocation_started',
+  invocationTotal: GATEWAY_METRICS.invocationTotal.name,
+  functionSeconds: GATEWAY_METRICS.functionSeconds.name,
+  serviceCount: GATEWAY_METRICS.serviceCount.name,
+  invocationStarted: GATEWAY_METRICS.invocationStarted.name,
 } as const;
 
 /** Seconds. Beyond OpenFaaS's defaults (10s) because cold VM starts under TCG take seconds. */
-export const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
+export const DURATION_BUCKETS: number[] = [...BUCKETS];
 
 export class GatewayMetrics {
-  readonly registry = new Registry();
+  readonly registry: Registry = createRegistry();
   private readonly invocationTotal: Counter<'function_name' | 'code'>;
   private readonly functionSeconds: Histogram<'function_name' | 'code'>;
   private readonly serviceCount: Gauge<'function_name'>;
   private readonly invocationStarted: Counter<'function_name'>;
+  private readonly queueSubmitted: Counter<'function_name'>;
   /** Finished invocations per function, since this process started or the function was deleted. */
   private readonly counts = new Map<string, number>();
 
   constructor() {
-    const registers = [this.registry];
-    collectDefaultMetrics({ register: this.registry });
-    this.invocationTotal = new Counter({
-      name: METRIC_NAMES.invocationTotal,
-      help: 'Synchronous function invocations by HTTP status code (this gateway process)',
-      labelNames: ['function_name', 'code'],
-      registers,
-    });
-    this.functionSeconds = new Histogram({
-      name: METRIC_NAMES.functionSeconds,
-      help: 'Invocation duration measured by the gateway, in seconds',
-      labelNames: ['function_name', 'code'],
-      buckets: DURATION_BUCKETS,
-      registers,
-    });
-    this.serviceCount = new Gauge({
-      name: METRIC_NAMES.serviceCount,
-      help: 'Deployed functions (1 per function; functions scale from zero)',
-      labelNames: ['function_name'],
-      registers,
-    });
-    this.invocationStarted = new Counter({
-      name: METRIC_NAMES.invocationStarted,
-      help: 'Function invocations handed to the platform (this gateway process)',
-      labelNames: ['function_name'],
-      registers,
-    });
+    this.invocationTotal = counter(this.registry, GATEWAY_METRICS.invocationTotal);
+    this.functionSeconds = histogram(this.registry, GATEWAY_METRICS.functionSeconds);
+    this.serviceCount = untypedGauge(this.registry, GATEWAY_METRICS.serviceCount);
+    this.invocationStarted = untypedCounter(this.registry, GATEWAY_METRICS.invocationStarted);
+    this.queueSubmitted = counter(this.registry, QUEUE_METRICS.submitted);
   }
 
   invocationStartedFor(functionName: string): void {
@@ -75,6 +61,12 @@ export class GatewayMetrics {
     this.invocationTotal.inc(labels);
     this.functionSeconds.observe(labels, seconds);
     this.counts.set(functionName, (this.counts.get(functionName) ?? 0) + 1);
+  }
+
+  /** An async call stored in the queue (not a repeated call id). */
+  asyncSubmitted(functionName: string): void {
+    this.invocationStarted.inc({ function_name: functionName });
+    this.queueSubmitted.inc({ function_name: functionName });
   }
 
   /** invocationCount of GET /system/functions: per gateway process. */
@@ -100,4 +92,24 @@ export class GatewayMetrics {
   text(): Promise<string> {
     return this.registry.metrics();
   }
+}
+
+/**
+ * The backend as the routes see it, counting accepted async calls. Every other
+ * member is looked up on `backend` at call time (a Proxy), so replacing a
+ * method of the backend later (tests do) still takes effect.
+ */
+export function countAsyncSubmissions(backend: GatewayBackend, metrics: GatewayMetrics): GatewayBackend {
+  const submitAsync: GatewayBackend['submitAsync'] = async (fn, call) => {
+    const res = await backend.submitAsync(fn, call);
+    if (!res.duplicate) metrics.asyncSubmitted(fn.name);
+    return res;
+  };
+  return new Proxy(backend, {
+    get(target, prop, receiver) {
+      if (prop === 'submitAsync') return submitAsync;
+      const v: unknown = Reflect.get(target, prop, receiver);
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
 }

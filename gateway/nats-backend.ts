@@ -9,9 +9,12 @@ import { AsyncPublisher, ensureAsyncStream } from '../lib/async-queue.js';
 import { CallRecords, newRecord } from '../lib/call-records.js';
 import { mapInvokeResult } from '../lib/response-mapping.js';
 import type { MayflyConfig } from '../contracts/config.js';
-import type { FunctionRecord } from '../contracts/functions.js';
+import type { DeployRequest, FunctionRecord } from '../contracts/functions.js';
 import type { InvocationEvent } from '../contracts/guest-protocol.js';
-import { FunctionStore } from '../lib/function-store.js';
+import { secretsKey } from '../lib/credentials.js';
+import { FunctionStore, FunctionStoreError } from '../lib/function-store.js';
+import { readFunctionLogs } from '../lib/function-logs.js';
+import { SecretStore } from '../lib/secrets.js';
 import { connectNats, jsonCodec, type NatsConnection } from '../lib/nats.js';
 import type { GatewayBackend } from './backend.js';
 
@@ -89,9 +92,29 @@ export async function createNatsBackend(
     }
   }
 
+  const secrets = await SecretStore.open(nc, secretsKey(config).key);
+  /** A function may only list secrets that exist: say so at deploy time, not at its first call. */
+  async function checkSecrets(req: DeployRequest): Promise<void> {
+    for (const name of req.secrets ?? []) {
+      if (!(await secrets.exists(name))) {
+        throw new FunctionStoreError('INVALID', `secret "${name}" does not exist; create it with POST /system/secrets`, 'secrets');
+      }
+    }
+  }
+
   const backend: GatewayBackend = {
-    createFunction: (req) => store.create(req),
-    updateFunction: (req) => store.update(req),
+    createFunction: async (req) => {
+      await checkSecrets(req);
+      return store.create(req);
+    },
+    updateFunction: async (req) => {
+      await checkSecrets(req);
+      return store.update(req);
+    },
+    createSecret: (name, value) => secrets.create(name, value),
+    updateSecret: (name, value) => secrets.update(name, value),
+    listSecrets: () => secrets.list(),
+    deleteSecret: (name) => secrets.remove(name),
     getFunction: (name) => store.get(name),
     listFunctions: () => store.list(),
     deleteFunction: (name) => store.remove(name),
@@ -111,6 +134,7 @@ export async function createNatsBackend(
     listCalls: (filter) => records.list(filter),
     cancelCall: (callId) => records.cancel(callId),
     healthy: () => !nc.isClosed(),
+    functionLogs: (query) => readFunctionLogs(nc, query),
   };
   return { backend, nc, close: () => nc.drain().catch(() => {}) };
 }

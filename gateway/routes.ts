@@ -14,7 +14,9 @@ import { GatewayError, type BodyLimitRouteConfig } from './errors.js';
 import * as asyncCalls from './handlers/async.js';
 import * as functions from './handlers/functions.js';
 import * as invoke from './handlers/invoke.js';
+import * as secrets from './handlers/secrets.js';
 import * as system from './handlers/system.js';
+import * as tokens from './handlers/tokens.js';
 
 /** Deploy bodies carry the code plus the spec around it. */
 export const DEPLOY_BODY_OVERHEAD_BYTES = 64 * 1024;
@@ -47,6 +49,7 @@ export function routeTable(deps: GatewayDeps): RouteSpec[] {
     { method: 'GET', url: '/healthz', body: 'none', handler: system.healthz(deps) },
     { method: 'GET', url: '/system/info', body: 'none', handler: system.systemInfo(deps) },
     { method: 'GET', url: '/metrics', body: 'none', handler: system.metrics(deps) },
+    { method: 'GET', url: '/system/logs', body: 'none', handler: system.logs(deps) },
 
     // ---- functions (OpenFaaS provider API)
     { method: 'GET', url: '/system/functions', body: 'none', handler: functions.listFunctions(deps) },
@@ -54,6 +57,17 @@ export function routeTable(deps: GatewayDeps): RouteSpec[] {
     { method: 'PUT', url: '/system/functions', ...deploy, handler: functions.updateFunction(deps) },
     { method: 'DELETE', url: '/system/functions', body: 'json', bodyLimit: 64 * 1024, handler: functions.deleteFunction(deps) },
     { method: 'GET', url: '/system/function/:name', body: 'none', handler: functions.getFunction(deps) },
+
+    // ---- secrets (values in, names out)
+    { method: 'POST', url: '/system/secrets', body: 'json', bodyLimit: 128 * 1024, handler: secrets.createSecret(deps) },
+    { method: 'PUT', url: '/system/secrets', body: 'json', bodyLimit: 128 * 1024, handler: secrets.updateSecret(deps) },
+    { method: 'GET', url: '/system/secrets', body: 'none', handler: secrets.listSecrets(deps) },
+    { method: 'DELETE', url: '/system/secrets', body: 'json', bodyLimit: 4096, handler: secrets.deleteSecret(deps) },
+
+    // ---- API tokens (management API credentials)
+    { method: 'POST', url: '/system/tokens', body: 'json', bodyLimit: 4096, handler: tokens.createToken(deps) },
+    { method: 'GET', url: '/system/tokens', body: 'none', handler: tokens.listTokens(deps) },
+    { method: 'DELETE', url: '/system/tokens/:id', body: 'none', handler: tokens.revokeToken(deps) },
 
     // ---- synchronous invocation
     { method: 'ANY', url: '/function/:name', ...invocation },
@@ -79,6 +93,11 @@ function acceptJsonBodies(scope: FastifyInstance): void {
   const parseJson = scope.getDefaultJsonParser('error', 'error');
   scope.removeAllContentTypeParsers();
   scope.addContentTypeParser('*', { parseAs: 'string' }, (request, body, done) => {
+    // No body at all (a DELETE with a Content-Type header, say): the route decides whether it needs one.
+    if (body === '' || (Buffer.isBuffer(body) && body.length === 0)) {
+      done(null, undefined);
+      return;
+    }
     const ct = request.headers['content-type'];
     const mediaType = (ct ?? '').split(';')[0]?.trim() ?? '';
     parseJson(request, typeof body === 'string' ? body : body.toString('utf8'), (err, parsed) => {

@@ -155,6 +155,7 @@ export class FunctionStore {
       image: req.image ?? `mayfly/${req.runtime}`,
       labels: req.labels ?? {},
       annotations: req.annotations ?? {},
+      secrets: [...new Set(req.secrets ?? [])],
       ...meta,
     };
   }

@@ -28,6 +28,7 @@ import { FunctionStore } from '../lib/function-store.js';
 import type { Logger } from '../lib/logger.js';
 import { jsonCodec, type NatsConnection } from '../lib/nats.js';
 import { mapInvokeResult } from '../lib/response-mapping.js';
+import type { SchedulerMetrics } from './metrics.js';
 import { decide, retryPolicy, type RetryPolicy } from './retry-policy.js';
 
 /** Per-function concurrency of async calls on one scheduler replica, from this annotation. */
@@ -36,6 +37,10 @@ export const MAX_INFLIGHT_ANNOTATION = 'com.mayfly.max_inflight';
 export interface AsyncConsumerHandle {
   stop(): Promise<void>;
   inflight(): number;
+  /** Async calls running on this replica, per function (metrics). */
+  inflightByFunction(): ReadonlyMap<string, number>;
+  /** The durable consumer's backlog: waiting (num_pending) and delivered, not acked (num_ack_pending). */
+  queueDepth(): Promise<{ waiting: number; running: number }>;
 }
 
 export async function startAsyncConsumer(
@@ -43,6 +48,7 @@ export async function startAsyncConsumer(
   config: MayflyConfig,
   log: Logger,
   place: (req: InvokeRequest) => Promise<void>,
+  metrics?: SchedulerMetrics,
 ): Promise<AsyncConsumerHandle> {
   const records = await CallRecords.open(nc, config.MAYFLY_RECORD_TTL_MS);
   const functions = await FunctionStore.open(nc, {
@@ -167,7 +173,10 @@ export async function startAsyncConsumer(
           ? null
           : { ...r, status: 'failed', error: `function "${call.functionName}" no longer exists`, statusCode: 404, endedAt: now(), callbackStatus: r.callbackUrl ? 'pending' : undefined },
       );
-      if (done) await finishCallback(done, null, policy);
+      if (done) {
+        metrics?.asyncFinished(call.functionName, 'failed', 404, 0);
+        await finishCallback(done, null, policy);
+      }
       msg.ack();
       return;
     }
@@ -185,7 +194,9 @@ export async function startAsyncConsumer(
         msg.ack(); // became final meanwhile (cancelled)
         return;
       }
+      const t0 = performance.now();
       const result = await attempt(call, fn, msg);
+      const seconds = (performance.now() - t0) / 1000;
       const statusCode = result ? mapInvokeResult(result).statusCode : 502;
       const d = decide(result, statusCode, started.attempts, policy);
       if (d.action !== 'final') {
@@ -194,6 +205,7 @@ export async function startAsyncConsumer(
           isFinal(r.status) ? null : { ...r, status: 'queued', error: why, attempts: d.action === 'requeue' ? r.attempts - 1 : r.attempts },
         );
         log.info({ callId: call.callId, fn: fn.name, action: d.action, delayMs: d.delayMs, attempts: started.attempts }, why);
+        metrics?.asyncRetried(fn.name);
         msg.nak(d.delayMs);
         return;
       }
@@ -222,7 +234,10 @@ export async function startAsyncConsumer(
               ...(r.callbackUrl ? { callbackStatus: 'pending' as const } : {}),
             },
       );
-      if (done) await finishCallback(done, result, policy);
+      if (done) {
+        metrics?.asyncFinished(fn.name, d.status, statusCode, seconds);
+        await finishCallback(done, result, policy);
+      }
       msg.ack();
     } finally {
       perFunction.set(fn.name, (perFunction.get(fn.name) ?? 1) - 1);
@@ -245,7 +260,7 @@ export async function startAsyncConsumer(
         await handle(msg);
       } catch (err) {
         // Anything unexpected (NATS down mid-call): leave the message for redelivery.
-        log.error({ err: (err as Error).message }, 'async call failed in the scheduler; it will be redelivered');
+        log.error({ err: (err as Error).message, callId: callIdOf(msg) }, 'async call failed in the scheduler; it will be redelivered');
         try {
           msg.nak(config.MAYFLY_ASYNC_RETRY_MIN_MS);
         } catch {
@@ -260,9 +275,23 @@ export async function startAsyncConsumer(
   const loops = Array.from({ length: config.MAYFLY_ASYNC_CONCURRENCY }, () => loop());
   return {
     inflight: () => running,
+    inflightByFunction: () => perFunction,
+    async queueDepth() {
+      const info = await consumer.info();
+      return { waiting: info.num_pending, running: info.num_ack_pending };
+    },
     async stop() {
       stopped = true;
       await Promise.allSettled(loops);
     },
   };
+}
+
+/** The call id of a queued message, for log lines; undefined when it is not a valid call. */
+function callIdOf(msg: JsMsg): string | undefined {
+  try {
+    return asyncCallSchema.parse(jsonCodec.decode(msg.data)).callId;
+  } catch {
+    return undefined;
+  }
 }

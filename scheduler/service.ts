@@ -18,9 +18,14 @@ import {
   type InvokeResult,
 } from '../contracts/bus.js';
 import type { MayflyConfig } from '../contracts/config.js';
+import { METRICS_SUBJECTS, metricsAnnouncementSchema } from '../contracts/metrics.js';
 import type { Logger } from '../lib/logger.js';
+import { announceMetrics, processId } from '../lib/metrics-announcer.js';
+import { startMetricsServer } from '../lib/metrics.js';
 import { connectNats, jsonCodec } from '../lib/nats.js';
+import { prometheusSdFile, TargetsFile } from '../lib/prometheus-sd.js';
 import { startAsyncConsumer } from './async-consumer.js';
+import { SchedulerMetrics } from './metrics.js';
 import { rankHosts } from './placement.js';
 
 export interface SchedulerService {
@@ -32,6 +37,10 @@ export async function startScheduler(config: MayflyConfig, log: Logger): Promise
   const nc = await connectNats(config.MAYFLY_NATS_URL, 'mayfly-scheduler');
   const seen = new Map<string, { hb: Heartbeat; at: number }>();
   let rotation = 0;
+  const metrics = new SchedulerMetrics();
+  const sdFile = prometheusSdFile(config);
+  /** Prometheus file_sd targets: workers from heartbeats, gateways and schedulers from announcements. */
+  const targets = sdFile ? new TargetsFile(sdFile, config.MAYFLY_HOST_TTL_MS) : null;
 
   const alive = (): Heartbeat[] => {
     const now = Date.now();
@@ -49,6 +58,7 @@ export async function startScheduler(config: MayflyConfig, log: Logger): Promise
       try {
         const hb = heartbeatSchema.parse(jsonCodec.decode(msg.data));
         seen.set(hb.hostId, { hb, at: Date.now() });
+        if (hb.metricsUrl) targets?.saw({ service: 'worker', id: hb.hostId, url: hb.metricsUrl });
       } catch {
         log.warn('ignoring an invalid heartbeat');
       }
@@ -66,6 +76,7 @@ export async function startScheduler(config: MayflyConfig, log: Logger): Promise
    * scheduler publishes a NO_CAPACITY result there itself.
    */
   async function place(req: InvokeRequest): Promise<void> {
+    const t0 = performance.now();
     const deadline = Date.now() + config.MAYFLY_PLACEMENT_TIMEOUT_MS;
     const refusals: string[] = [];
     for (let round = 0; ; round++) {
@@ -78,6 +89,7 @@ export async function startScheduler(config: MayflyConfig, log: Logger): Promise
             jsonCodec.decode((await nc.request(SUBJECTS.hostInvoke(c.hostId), offer, { timeout: config.MAYFLY_OFFER_TIMEOUT_MS })).data),
           );
           if (reply.accepted) {
+            metrics.placed(c.reason, (performance.now() - t0) / 1000);
             log.info({ callId: req.callId, fn: req.fn.name, host: c.hostId, reason: c.reason, round }, 'placed');
             return;
           }
@@ -93,6 +105,7 @@ export async function startScheduler(config: MayflyConfig, log: Logger): Promise
       await new Promise((r) => setTimeout(r, Math.min(500, 50 * 2 ** Math.min(round, 4))));
     }
     const why = refusals.length ? `hosts refused: ${[...new Set(refusals)].slice(-5).join('; ')}` : 'no worker hosts are alive';
+    metrics.placed('none', (performance.now() - t0) / 1000);
     log.warn({ callId: req.callId, fn: req.fn.name }, `no host for the call: ${why}`);
     answer(req, 'NO_CAPACITY', `no host could take the call within ${config.MAYFLY_PLACEMENT_TIMEOUT_MS} ms (${why})`);
   }
@@ -114,15 +127,57 @@ export async function startScheduler(config: MayflyConfig, log: Logger): Promise
     },
   });
 
-  const asyncCalls = await startAsyncConsumer(nc, config, log, place);
+  const asyncCalls = await startAsyncConsumer(nc, config, log, place, metrics);
+
+  metrics.attach({
+    hostsAlive: () => alive().length,
+    asyncInflight: () => asyncCalls.inflightByFunction(),
+    queueDepth: () => asyncCalls.queueDepth(),
+  });
+  const metricsServer = await startMetricsServer(metrics.registry, { host: config.MAYFLY_METRICS_HOST, port: config.MAYFLY_SCHEDULER_METRICS_PORT });
+  const self = { service: 'scheduler' as const, id: processId('scheduler'), url: metricsServer.url };
+  const announcer = announceMetrics(nc, self, config.MAYFLY_HEARTBEAT_MS);
+  const announceSub = nc.subscribe(METRICS_SUBJECTS.announce, {
+    callback: (err, msg) => {
+      if (err || !targets) return;
+      let data: unknown = null;
+      try {
+        data = jsonCodec.decode(msg.data);
+      } catch {
+        // not JSON: ignored like an invalid announcement
+      }
+      const a = metricsAnnouncementSchema.safeParse(data);
+      if (a.success) targets.saw(a.data);
+    },
+  });
+  let sdWarned = false;
+  const syncTargets = () => {
+    if (!targets) return;
+    targets.saw(self);
+    targets.sync().then(
+      () => (sdWarned = false),
+      (err: unknown) => {
+        if (!sdWarned) log.warn({ file: targets.file, err: (err as Error).message }, 'cannot write the Prometheus targets file');
+        sdWarned = true;
+      },
+    );
+  };
+  syncTargets();
+  const sdTimer = setInterval(syncTargets, Math.min(config.MAYFLY_HEARTBEAT_MS, 1000));
+  sdTimer.unref();
+  log.info({ metrics: metricsServer.url, prometheusTargets: targets?.file ?? 'off' }, 'metrics listener ready');
 
   return {
     hosts: alive,
     async stop() {
+      clearInterval(sdTimer);
+      announcer.stop();
+      announceSub.unsubscribe();
       sub.unsubscribe();
       hbSub.unsubscribe();
       await asyncCalls.stop();
       await nc.drain().catch(() => {});
+      await metricsServer.close();
     },
   };
 }

@@ -63,6 +63,8 @@ export interface FunctionInit {
   handler: string;
   env: Record<string, string>;
   memoryLimitInMB: number;
+  /** The function's own secrets, decrypted; only ever sent to this function's VM. */
+  secrets?: Record<string, string>;
 }
 
 export interface RunRequest {

@@ -18,10 +18,14 @@ import {
   type PlatformErrorCode,
 } from '../contracts/bus.js';
 import type { MayflyConfig } from '../contracts/config.js';
+import { secretsKey } from '../lib/credentials.js';
 import { FunctionStore } from '../lib/function-store.js';
+import { SecretError, SecretStore } from '../lib/secrets.js';
 import type { Logger } from '../lib/logger.js';
+import { startMetricsServer } from '../lib/metrics.js';
 import { connectNats, jsonCodec, type NatsConnection } from '../lib/nats.js';
 import { InvocationError, type InvocationErrorCode } from './guest-session.js';
+import { WorkerMetrics } from './metrics.js';
 import { VmHost } from './vm-host.js';
 import { VmManager, type Reservation } from './vm-manager.js';
 
@@ -73,6 +77,8 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
     maxTimeoutMs: config.MAYFLY_MAX_TIMEOUT_MS,
     maxCodeBytes: config.MAYFLY_MAX_CODE_BYTES,
   });
+  const secrets = await SecretStore.open(nc, secretsKey(config).key);
+  const metrics = new WorkerMetrics(hostId, host.image.runtime);
   const manager = new VmManager(
     host,
     {
@@ -82,6 +88,7 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
       clones: config.MAYFLY_CLONES,
       poolFunctionMiB: config.MAYFLY_DEFAULT_MEMORY_MB,
       warmTtlMs: config.MAYFLY_WARM_TTL_MS,
+      onRefill: (r) => metrics.refilled(r),
     },
     log,
   );
@@ -127,12 +134,30 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
     });
     let result: InvokeResult;
     const source = await code(req.fn.codeHash).catch(() => null);
+    let secretValues: Record<string, string> | null = {};
+    let secretError = '';
+    if (req.fn.secrets.length > 0) {
+      secretValues = await secrets.reveal(req.fn.secrets).catch((err: unknown) => {
+        secretError = err instanceof SecretError ? err.message : 'the secrets could not be read';
+        return null;
+      });
+    }
     if (source === null) {
       reservation.cancel();
       result = fail('CODE_UNAVAILABLE', `the code of function "${req.fn.name}" could not be fetched`);
+    } else if (secretValues === null) {
+      reservation.cancel();
+      result = fail('INIT_FAILED', `function "${req.fn.name}" cannot start: ${secretError}`);
     } else {
       try {
-        const lease = await reservation.acquire(req.fn, source);
+        const lease = await reservation.acquire(req.fn, { code: source, secrets: secretValues });
+        metrics.callStarted({
+          functionName: req.fn.name,
+          runtime: req.fn.runtime,
+          start: lease.start,
+          startSeconds: lease.startMs / 1000,
+          receivedAt: req.receivedAt,
+        });
         let healthy = false;
         try {
           const outcome = await lease.session.invoke({ callId: req.callId, event: req.event, timeoutMs: req.fn.timeoutMs });
@@ -190,10 +215,23 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
     },
   });
 
+  metrics.attach({
+    stats: () => manager.stats(),
+    get reservedMiB() {
+      return manager.reservedMiB;
+    },
+    budgetMiB: config.MAYFLY_MEMORY_BUDGET_MB,
+    inflight: () => inflight,
+  });
+  // Announced in every heartbeat (`metricsUrl`): the scheduler writes it into Prometheus's targets file.
+  const metricsServer = await startMetricsServer(metrics.registry, { host: config.MAYFLY_METRICS_HOST, port: config.MAYFLY_WORKER_METRICS_PORT });
+  log.info({ metrics: metricsServer.url }, 'metrics listener ready');
+
   const beat = () => {
     const s = manager.stats();
     const hb: Heartbeat = heartbeatSchema.parse({
       hostId,
+      metricsUrl: metricsServer.url,
       sentAt: Date.now(),
       memoryBudgetMiB: config.MAYFLY_MEMORY_BUDGET_MB,
       memoryReservedMiB: manager.reservedMiB,
@@ -217,6 +255,7 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
       await Promise.allSettled([...running]);
       await manager.close();
       await nc.drain().catch(() => {});
+      await metricsServer.close();
     },
   };
 }

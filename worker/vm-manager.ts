@@ -27,6 +27,8 @@ export interface VmManagerOptions {
   warmTtlMs: number;
   /** Make VMs as copy-on-write clones of a booted template instead of cold boots. */
   clones: boolean;
+  /** Told after every pool refill (metrics): how long it took and whether a VM was added. */
+  onRefill?: (r: { seconds: number; ok: boolean }) => void;
 }
 
 /** Sliding count of events per second over the last `windowMs`. */
@@ -53,8 +55,14 @@ export interface Lease {
   release(healthy: boolean): Promise<void>;
 }
 
+/** What a VM needs to load a function: its code and its decrypted secrets. */
+export interface FunctionSource {
+  code: string;
+  secrets: Record<string, string>;
+}
+
 export interface Reservation {
-  acquire(fn: FunctionRecord, code: string): Promise<Lease>;
+  acquire(fn: FunctionRecord, source: FunctionSource): Promise<Lease>;
   /** Returns the memory when the call is abandoned before `acquire`. */
   cancel(): void;
 }
@@ -182,11 +190,11 @@ export class VmManager {
     this.demand.mark();
     const pooled = fn.memoryMiB === this.opts.poolFunctionMiB ? this.pool.shift() : undefined;
     if (pooled) {
-      return this.reservation(pooled.memoryMiB, async (code) => {
+      return this.reservation(pooled.memoryMiB, async (source) => {
         const t0 = performance.now();
         try {
           await this.host.driver.start(pooled.session.vm);
-          await pooled.session.init(initOf(fn, code));
+          await pooled.session.init(initOf(fn, source));
         } catch (err) {
           await pooled.session.destroy('pool VM failed to start the function');
           throw err;
@@ -199,11 +207,11 @@ export class VmManager {
     this.reserved += needMiB;
     return this.reservation(
       needMiB,
-      async (code) => {
+      async (source) => {
         const t0 = performance.now();
         const { session, kind } = await this.freshVm(fn.memoryMiB);
         try {
-          await session.init(initOf(fn, code));
+          await session.init(initOf(fn, source));
         } catch (err) {
           await session.destroy('function failed to start');
           throw err;
@@ -235,7 +243,7 @@ export class VmManager {
    */
   private reservation(
     memoryMiB: number,
-    obtain: (code: string) => Promise<Omit<Lease, 'release'>>,
+    obtain: (source: FunctionSource) => Promise<Omit<Lease, 'release'>>,
     taken: GuestSession | null,
   ): Reservation {
     let settled = false;
@@ -250,12 +258,12 @@ export class VmManager {
         if (taken) void taken.destroy('call abandoned before it started');
         giveBack();
       },
-      acquire: async (fn, code) => {
+      acquire: async (fn, source) => {
         settled = true;
         this.busy++;
         let lease: Omit<Lease, 'release'>;
         try {
-          lease = await obtain(code);
+          lease = await obtain(source);
         } catch (err) {
           this.busy--;
           giveBack();
@@ -320,6 +328,14 @@ export class VmManager {
     return this.reserved + needMiB <= this.opts.memoryBudgetMiB;
   }
 
+  private reportRefill(t0: number, ok: boolean): void {
+    try {
+      this.opts.onRefill?.({ seconds: (performance.now() - t0) / 1000, ok });
+    } catch {
+      // an observer must not break the pool
+    }
+  }
+
   /**
    * Keeps `poolTarget()` fresh VMs ready and paused (clones resumed once so
    * their reseed is done and TCG has translated the agent's idle path), one
@@ -345,6 +361,7 @@ export class VmManager {
         }
         this.refills++;
         this.refillSeconds = this.refillSeconds * 0.7 + ((performance.now() - t0) / 1000) * 0.3;
+        this.reportRefill(t0, true);
         if (this.opts.clones) this.measure(session);
         const entry = { session, memoryMiB: needMiB };
         if (this.closed) {
@@ -365,6 +382,7 @@ export class VmManager {
       } catch (err) {
         this.reserved -= needMiB;
         this.log.error({ err }, 'pool refill failed');
+        this.reportRefill(t0, false);
         await new Promise((r) => setTimeout(r, 1000));
       } finally {
         this.booting--;
@@ -375,12 +393,13 @@ export class VmManager {
   }
 }
 
-function initOf(fn: FunctionRecord, code: string) {
+function initOf(fn: FunctionRecord, source: FunctionSource) {
   return {
     functionName: fn.name,
-    code,
+    code: source.code,
     handler: fn.handler,
     env: fn.envVars,
     memoryLimitInMB: fn.memoryMiB,
+    ...(Object.keys(source.secrets).length ? { secrets: source.secrets } : {}),
   };
 }

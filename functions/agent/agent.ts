@@ -106,8 +106,17 @@ function errorInfo(err: unknown): ErrorInfo {
   return { name: 'Error', message: String(err).slice(0, 64 * 1024) };
 }
 
+/** Where a function reads its secrets (the OpenFaaS path), one file per secret. */
+const SECRETS_DIR = process.env.MAYFLY_SECRETS_DIR ?? '/var/openfaas/secrets';
+
 async function init(msg: InitMessage): Promise<void> {
   Object.assign(process.env, msg.env);
+  if (msg.secrets && Object.keys(msg.secrets).length > 0) {
+    fs.mkdirSync(SECRETS_DIR, { recursive: true, mode: 0o700 });
+    for (const [name, value] of Object.entries(msg.secrets)) {
+      fs.writeFileSync(path.join(SECRETS_DIR, path.basename(name)), value, { mode: 0o400 });
+    }
+  }
   fs.mkdirSync(taskDir, { recursive: true });
   const file = path.join(taskDir, looksLikeEsm(msg.code) ? 'index.mjs' : 'index.cjs');
   fs.writeFileSync(file, msg.code);

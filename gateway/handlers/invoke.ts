@@ -53,6 +53,7 @@ export function resolveInvocation(deps: GatewayDeps): onRequestAsyncHookHandler 
     const name = parseFunctionName((request.params as { name?: unknown }).name);
     const fn = await deps.backend.getFunction(name);
     if (!fn) throw new GatewayError(404, 'FUNCTION_NOT_FOUND', `function "${name}" not found; deploy it with POST /system/functions`);
+    await deps.auth?.checkInvoke(request, fn);
     const path = invocationPath(request.url);
     if (path.length > MAX_PATH_CHARS) {
       throw new GatewayError(414, 'PATH_TOO_LONG', `the path after /function/${name} is ${path.length} characters; at most ${MAX_PATH_CHARS}`);

@@ -1,7 +1,8 @@
 /**
- * GET /healthz, GET /system/info, GET /metrics.
+ * GET /healthz, GET /system/info, GET /metrics, GET /system/logs.
  */
 import type { FastifyReply, FastifyRequest, RouteHandlerMethod } from 'fastify';
+import { logsFromRecords, parseLogsQuery, toNdjson } from '../../lib/function-logs.js';
 import type { GatewayDeps } from '../deps.js';
 import { GatewayError } from '../errors.js';
 
@@ -48,5 +49,29 @@ export function metrics(deps: GatewayDeps): RouteHandlerMethod {
       request.log.warn({ err }, 'could not list functions for gateway_service_count');
     }
     return reply.type(deps.metrics.contentType()).send(await deps.metrics.text());
+  };
+}
+
+/** Records read for logs when the backend has no functionLogs (in-memory backends). */
+const LOGS_FALLBACK_RECORDS = 1000;
+
+/**
+ * GET /system/logs?name=&tail=&since= (OpenFaaS logs API): the function's log
+ * lines from its call records, oldest first, as NDJSON
+ * `{"name","instance","timestamp","text","callId","stream"}`. `follow` is
+ * accepted and ignored: the response ends with the lines stored so far.
+ */
+export function logs(deps: GatewayDeps): RouteHandlerMethod {
+  return async (request: FastifyRequest, reply: FastifyReply) => {
+    const parsed = parseLogsQuery(request.query as Record<string, unknown>);
+    if (!parsed.ok) throw new GatewayError(400, 'INVALID_QUERY', parsed.message, { field: parsed.field });
+    const { query } = parsed;
+    if (!(await deps.backend.getFunction(query.name))) {
+      throw new GatewayError(404, 'FUNCTION_NOT_FOUND', `function "${query.name}" not found`);
+    }
+    const entries = deps.backend.functionLogs
+      ? await deps.backend.functionLogs(query)
+      : logsFromRecords(await deps.backend.listCalls({ function: query.name, limit: LOGS_FALLBACK_RECORDS }), query);
+    return reply.type('application/x-ndjson; charset=utf-8').send(toNdjson(entries));
   };
 }

@@ -54,6 +54,11 @@ export class TestPlatform {
       MAYFLY_HEARTBEAT_MS: '300',
       MAYFLY_HOST_TTL_MS: '2000',
       MAYFLY_OFFER_TIMEOUT_MS: '2000',
+      // The scheduler's Prometheus targets file (file_sd): inside the test's folder, never the checkout's .data.
+      MAYFLY_PROMETHEUS_SD_FILE: path.join(dir, 'prometheus', 'targets.json'),
+      // The functional suites talk to /system without credentials; test/security turns auth on.
+      MAYFLY_AUTH: 'off',
+      MAYFLY_DATA_DIR: path.join(dir, 'data'),
       ...opts.env,
     });
     p.gatewayUrl = `http://127.0.0.1:${port}`;
@@ -111,6 +116,11 @@ export class TestPlatform {
       timeoutMs,
       `workers ${hostIds.join(', ')} with ${pool} pooled VMs`,
     );
+  }
+
+  /** The Prometheus file_sd targets file the scheduler writes (MAYFLY_PROMETHEUS_SD_FILE). */
+  metricsTargetsFile(): string {
+    return this.env.MAYFLY_PROMETHEUS_SD_FILE ?? path.join(this.env.MAYFLY_DATA_DIR ?? this.dir, 'prometheus', 'targets.json');
   }
 
   service(name: string): ServiceProcess {

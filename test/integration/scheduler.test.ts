@@ -27,7 +27,7 @@ const timers: NodeJS.Timeout[] = [];
 
 const fn: FunctionRecord = {
   name: 'f', runtime: 'node', handler: 'handler', codeHash: 'h', codeBytes: 1, envVars: {}, memoryMiB: 128,
-  timeoutMs: 1000, isolation: 'per-function', image: 'mayfly/node', labels: {}, annotations: {}, version: 1,
+  timeoutMs: 1000, isolation: 'per-function', image: 'mayfly/node', labels: {}, annotations: {}, secrets: [], version: 1,
   createdAt: '', updatedAt: '',
 };
 

@@ -41,12 +41,26 @@ class MemoryBackend implements GatewayBackend {
       image: req.image ?? 'mayfly/node',
       labels: req.labels ?? {},
       annotations: req.annotations ?? {},
+      secrets: req.secrets ?? [],
       version,
       createdAt,
       updatedAt: new Date().toISOString(),
     };
   }
 
+  readonly secrets = new Map<string, string>();
+  async createSecret(name: string, value: string): Promise<void> {
+    this.secrets.set(name, value);
+  }
+  async updateSecret(name: string, value: string): Promise<void> {
+    this.secrets.set(name, value);
+  }
+  async listSecrets() {
+    return [...this.secrets.keys()].map((name) => ({ name, createdAt: '', updatedAt: '' }));
+  }
+  async deleteSecret(name: string): Promise<boolean> {
+    return this.secrets.delete(name);
+  }
   readonly records = new Map<string, CallRecord>();
   async submitAsync(_fn: FunctionRecord, call: AsyncCall): Promise<{ duplicate: boolean }> {
     if (this.records.has(call.callId)) return { duplicate: true };
@@ -238,9 +252,11 @@ describe('bad deploy bodies → 400 naming the field', () => {
   });
 
   it('empty JSON body and no body at all', async () => {
+    // An empty body is no body, whatever the Content-Type says: the route says what it needs.
     const r = await app.inject({ method: 'POST', url: '/system/functions', headers: { 'content-type': 'application/json' }, body: '' });
     expect(r.statusCode).toBe(400);
-    expect(r.json().code).toBe('INVALID_JSON');
+    expect(r.json().code).toBe('INVALID_BODY');
+    expect(r.json().error).toMatch(/request body is missing/);
     const r2 = await app.inject({ method: 'POST', url: '/system/functions' });
     expect(r2.statusCode).toBe(400);
     expect(r2.json().code).toBe('INVALID_BODY');

@@ -156,6 +156,9 @@ export class QemuDriver implements HypervisorDriver {
       '-m', String(spec.memoryMiB),
       '-smp', String(spec.vcpus ?? 1),
       '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
+      // seccomp: no obsolete syscalls, no setuid/privilege changes, no scheduler/affinity changes.
+      // `spawn` stays allowed: template snapshots and clones migrate through `exec:cat`.
+      '-sandbox', 'on,obsolete=deny,elevateprivileges=deny,resourcecontrol=deny',
       '-S',
       '-kernel', spec.kernelPath,
       '-initrd', spec.initrdPath,
