@@ -99,13 +99,20 @@ export class GuestSession {
   ) {
     this.channel = new GuestChannel(vm.channel, {
       onMessage: (m) => this.onMessage(m),
-      onFault: (f) => this.end(new InvocationError(f.code, f.message)),
+      onFault: (f) => {
+        if (f.code !== 'GUEST_CHANNEL_CLOSED') return this.end(new InvocationError(f.code, f.message));
+        // The channel closes when the guest dies: report the VM's end (it follows within moments), not the socket's.
+        const grace = setTimeout(() => this.end(new InvocationError(f.code, f.message)), 2000);
+        void vm.exited.then(() => clearTimeout(grace));
+      },
     });
     void vm.exited.then((exit) =>
       this.end(
         new InvocationError(
           'VM_CRASHED',
-          exit.reason === 'crashed' ? `the VM stopped unexpectedly: ${exit.detail}` : `the VM was destroyed: ${exit.detail}`,
+          exit.reason === 'crashed'
+            ? `the VM stopped unexpectedly (the guest crashed, e.g. it ran out of memory): ${exit.detail}`
+            : `the VM was destroyed: ${exit.detail}`,
         ),
       ),
     );

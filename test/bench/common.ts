@@ -296,6 +296,37 @@ export async function waitPoolFull(p: TestPlatform, hostId: string, pool: number
   }
 }
 
+export interface RefillCounters {
+  /** mayfly_pool_refills_total: VMs added to the pool. */
+  refills: number;
+  /** mayfly_pool_refill_seconds sum and count: time to make one pool VM. */
+  seconds: number;
+  count: number;
+}
+
+/** The worker's pool refill counters, scraped from its /metrics (announced as `metricsUrl` in its heartbeat); null when absent. */
+export async function workerRefills(p: TestPlatform, hostId = 'w1'): Promise<RefillCounters | null> {
+  const url = p.hosts().find((h) => h.hostId === hostId)?.metricsUrl;
+  if (!url) return null;
+  try {
+    const text = await (await fetch(url)).text();
+    const sum = (name: string) => {
+      let total = 0;
+      let seen = false;
+      for (const m of text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.eE+-]+)$`, 'gm'))) {
+        total += Number(m[1]);
+        seen = true;
+      }
+      return seen ? total : NaN;
+    };
+    const refills = sum('mayfly_pool_refills_total');
+    if (!Number.isFinite(refills)) return null;
+    return { refills, seconds: sum('mayfly_pool_refill_seconds_sum'), count: sum('mayfly_pool_refill_seconds_count') };
+  } catch {
+    return null;
+  }
+}
+
 export interface WorkerCall {
   callId: string;
   start: string;

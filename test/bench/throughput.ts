@@ -7,9 +7,10 @@
  *   Mayfly per-function  (warm VMs)            vs host: plain node http server
  *
  * through the real platform (1 worker), with the same trivial handler. During
- * the per-request run the worker's pool is sampled from its heartbeats, and the
- * refill rate is counted from the calls that took a pooled VM (each taken one
- * is replaced) plus the change of the pool size.
+ * each Mayfly run the worker's pool is sampled from its heartbeats (ready VMs,
+ * refilling), and the refills are read from the worker's own counters on its
+ * /metrics (`mayfly_pool_refills_total`, `mayfly_pool_refill_seconds`; inferred
+ * from the calls that took a pooled VM when the worker has no metrics).
  * BENCH_POOL_SIZE (1), BENCH_POOL_MAX (8): the worker's MAYFLY_POOL_SIZE/MAX.
  */
 import type { TestPlatform } from '../helpers/platform.js';
@@ -29,6 +30,7 @@ import {
   TRIVIAL_HANDLER,
   verdict,
   waitPoolFull,
+  workerRefills,
   type CallResult,
 } from './common.js';
 import { grid, mean, percentile } from './stats.js';
@@ -48,7 +50,18 @@ interface LoadResult {
   cpuPerCall: number;
   /** Share of the whole machine's CPU that was busy (anyone's), %. */
   machineBusy: number;
-  pool?: { samples: number[]; booting: number[]; refills: number; refillPerSecond: number; start: number; end: number };
+  pool?: {
+    samples: number[];
+    booting: number[];
+    /** Refills counted by the worker (mayfly_pool_refills_total), or inferred when its metrics are not available. */
+    refills: number;
+    counted: boolean;
+    refillPerSecond: number;
+    /** Mean time to make one pool VM during the run (mayfly_pool_refill_seconds), s. */
+    refillSeconds: number;
+    start: number;
+    end: number;
+  };
 }
 
 async function load(name: string, url: string, seconds: number, cpu: () => number, p?: TestPlatform): Promise<LoadResult> {
@@ -59,6 +72,7 @@ async function load(name: string, url: string, seconds: number, cpu: () => numbe
   const poolSamples: number[] = [];
   const booting: number[] = [];
   const poolStart = hb()?.pools.node ?? 0;
+  const counters0 = p ? await workerRefills(p) : null;
   const sampler = p
     ? setInterval(() => {
         const h = hb();
@@ -106,8 +120,12 @@ async function load(name: string, url: string, seconds: number, cpu: () => numbe
   if (p) {
     await sleep(400); // one more heartbeat after the last call
     const poolEnd = hb()?.pools.node ?? 0;
-    const refills = results.filter((r) => r.start === 'pool').length + (poolEnd - poolStart);
-    out.pool = { samples: poolSamples, booting, refills, refillPerSecond: refills / elapsed, start: poolStart, end: poolEnd };
+    const counters1 = await workerRefills(p);
+    const counted = counters0 !== null && counters1 !== null;
+    // Without the worker's counter: every pooled VM a call took was replaced, plus the change of the pool size.
+    const refills = counted ? counters1.refills - counters0.refills : results.filter((r) => r.start === 'pool').length + (poolEnd - poolStart);
+    const refillSeconds = counted ? (counters1.seconds - counters0.seconds) / Math.max(1, counters1.count - counters0.count) : NaN;
+    out.pool = { samples: poolSamples, booting, refills, counted, refillPerSecond: refills / elapsed, refillSeconds, start: poolStart, end: poolEnd };
   }
   progress(`${name}: ${out.perSecond.toFixed(2)}/s over ${elapsed.toFixed(1)} s, ${errors} errors`);
   return out;
@@ -170,7 +188,8 @@ await runBench('throughput', async () => {
     process.stdout.write(`${r.name}: VM start kinds ${countBy(r.results, (x) => x.start ?? '?')}`);
     if (r.pool) {
       process.stdout.write(
-        `; pool refills ${r.pool.refills} = ${r.pool.refillPerSecond.toFixed(2)}/s; ready VMs in pool (heartbeats) mean ${mean(r.pool.samples).toFixed(2)}, ` +
+        `; pool refills ${r.pool.refills} (${r.pool.counted ? "worker's mayfly_pool_refills_total" : 'inferred'}) = ${r.pool.refillPerSecond.toFixed(2)}/s` +
+          `${Number.isFinite(r.pool.refillSeconds) ? `, ${(r.pool.refillSeconds * 1000).toFixed(0)} ms each` : ''}; ready VMs in pool (heartbeats) mean ${mean(r.pool.samples).toFixed(2)}, ` +
           `max ${Math.max(0, ...r.pool.samples)}; refilling: ${((r.pool.booting.filter((b) => b > 0).length / Math.max(1, r.pool.booting.length)) * 100).toFixed(0)}% of samples`,
       );
     }
