@@ -54,7 +54,7 @@ beforeAll(async () => {
   nats = await startNatsServer({ storeDir: path.join(dir, 'nats') });
   nc = await connect({ servers: nats.url });
   scheduler = await startScheduler(
-    loadConfig({ MAYFLY_NATS_URL: nats.url, MAYFLY_OFFER_TIMEOUT_MS: '500', MAYFLY_PLACEMENT_TIMEOUT_MS: '1500', MAYFLY_HOST_TTL_MS: '2000' }),
+    loadConfig({ MAYFLY_NATS_URL: nats.url, MAYFLY_PROMETHEUS_SD_FILE: 'off', MAYFLY_OFFER_TIMEOUT_MS: '500', MAYFLY_PLACEMENT_TIMEOUT_MS: '1500', MAYFLY_HOST_TTL_MS: '2000' }),
     createLogger('scheduler-test'),
   );
 });

@@ -40,9 +40,16 @@ async function bystander(i: number): Promise<{ ok: boolean; ms: number }> {
   return { ok: res.status === 200 && body === `ok ${i}`, ms: performance.now() - t0 };
 }
 
-/** Runs the attack while the bystander is called every 100 ms; returns the attack's response and the bystander's calls. */
+/**
+ * Runs the attack while the bystander is called every 100 ms. Returns the
+ * attack's response, the bystander's calls during it, and its usual latency
+ * measured right before (same machine load: other test files run in parallel).
+ */
 async function underAttack(service: string, code: string, extra: Record<string, unknown> = {}) {
   await deploy(service, code, extra);
+  const before: number[] = [];
+  for (let i = 0; i < 5; i++) before.push((await bystander(i)).ms);
+  usualMs = percentile(before, 50);
   let stop = false;
   const calls: Array<{ ok: boolean; ms: number }> = [];
   const loop = (async () => {
@@ -58,11 +65,14 @@ async function underAttack(service: string, code: string, extra: Record<string, 
   return { status: res.status, body, calls };
 }
 
-/** The bystander answered every call, at its usual speed (CPU is shared on this 2-core machine: some slack). */
+/**
+ * The bystander answered every call, at its usual speed. Slack: the attacker's
+ * VM competes for the same 2 cores (under TCG every guest instruction is host CPU).
+ */
 function expectBystanderFine(calls: Array<{ ok: boolean; ms: number }>): void {
   expect(calls.length).toBeGreaterThan(0);
   expect(calls.every((c) => c.ok)).toBe(true);
-  expect(percentile(calls.map((c) => c.ms), 50)).toBeLessThan(Math.max(usualMs * 5, usualMs + 250));
+  expect(percentile(calls.map((c) => c.ms), 50)).toBeLessThan(Math.max(usualMs * 4, usualMs + 750));
 }
 
 describe('containment', () => {
