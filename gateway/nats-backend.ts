@@ -12,7 +12,7 @@ import type { MayflyConfig } from '../contracts/config.js';
 import type { DeployRequest, FunctionRecord } from '../contracts/functions.js';
 import type { InvocationEvent } from '../contracts/guest-protocol.js';
 import { secretsKey } from '../lib/credentials.js';
-import { FunctionStore, FunctionStoreError } from '../lib/function-store.js';
+import { FunctionStore, FunctionStoreError, functionLimits } from '../lib/function-store.js';
 import { readFunctionLogs } from '../lib/function-logs.js';
 import { SecretStore } from '../lib/secrets.js';
 import { connectNats, jsonCodec, type NatsConnection } from '../lib/nats.js';
@@ -22,13 +22,7 @@ export async function createNatsBackend(
   config: MayflyConfig,
 ): Promise<{ backend: GatewayBackend; nc: NatsConnection; close(): Promise<void> }> {
   const nc = await connectNats(config.MAYFLY_NATS_URL, 'mayfly-gateway');
-  const store = await FunctionStore.open(nc, {
-    defaultMemoryMiB: config.MAYFLY_DEFAULT_MEMORY_MB,
-    maxMemoryMiB: config.MAYFLY_MAX_MEMORY_MB,
-    defaultTimeoutMs: config.MAYFLY_DEFAULT_TIMEOUT_MS,
-    maxTimeoutMs: config.MAYFLY_MAX_TIMEOUT_MS,
-    maxCodeBytes: config.MAYFLY_MAX_CODE_BYTES,
-  });
+  const store = await FunctionStore.open(nc, functionLimits(config));
 
   const records = await CallRecords.open(nc, config.MAYFLY_RECORD_TTL_MS);
   await ensureAsyncStream(nc);

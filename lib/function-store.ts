@@ -17,12 +17,25 @@ import {
   type FunctionRecord,
 } from '../contracts/functions.js';
 
+import type { MayflyConfig } from '../contracts/config.js';
+
 export interface FunctionLimits {
   defaultMemoryMiB: number;
   maxMemoryMiB: number;
   defaultTimeoutMs: number;
   maxTimeoutMs: number;
   maxCodeBytes: number;
+}
+
+/** The operator's limits for function specs, from the configuration. */
+export function functionLimits(config: MayflyConfig): FunctionLimits {
+  return {
+    defaultMemoryMiB: config.MAYFLY_DEFAULT_MEMORY_MB,
+    maxMemoryMiB: config.MAYFLY_MAX_MEMORY_MB,
+    defaultTimeoutMs: config.MAYFLY_DEFAULT_TIMEOUT_MS,
+    maxTimeoutMs: config.MAYFLY_MAX_TIMEOUT_MS,
+    maxCodeBytes: config.MAYFLY_MAX_CODE_BYTES,
+  };
 }
 
 /** A deploy the user can fix: maps to a 4xx. */

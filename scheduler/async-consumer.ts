@@ -24,7 +24,7 @@ import {
 import type { MayflyConfig } from '../contracts/config.js';
 import { asyncConsumer } from '../lib/async-queue.js';
 import { CallRecords, isFinal, newRecord } from '../lib/call-records.js';
-import { FunctionStore } from '../lib/function-store.js';
+import { FunctionStore, functionLimits } from '../lib/function-store.js';
 import type { Logger } from '../lib/logger.js';
 import { jsonCodec, type NatsConnection } from '../lib/nats.js';
 import { mapInvokeResult } from '../lib/response-mapping.js';
@@ -51,13 +51,7 @@ export async function startAsyncConsumer(
   metrics?: SchedulerMetrics,
 ): Promise<AsyncConsumerHandle> {
   const records = await CallRecords.open(nc, config.MAYFLY_RECORD_TTL_MS);
-  const functions = await FunctionStore.open(nc, {
-    defaultMemoryMiB: config.MAYFLY_DEFAULT_MEMORY_MB,
-    maxMemoryMiB: config.MAYFLY_MAX_MEMORY_MB,
-    defaultTimeoutMs: config.MAYFLY_DEFAULT_TIMEOUT_MS,
-    maxTimeoutMs: config.MAYFLY_MAX_TIMEOUT_MS,
-    maxCodeBytes: config.MAYFLY_MAX_CODE_BYTES,
-  });
+  const functions = await FunctionStore.open(nc, functionLimits(config));
   const consumer = await asyncConsumer(nc, { ackWaitMs: config.MAYFLY_ASYNC_ACK_WAIT_MS });
   const perFunction = new Map<string, number>();
   let running = 0;

@@ -19,7 +19,7 @@ import {
 } from '../contracts/bus.js';
 import type { MayflyConfig } from '../contracts/config.js';
 import { secretsKey } from '../lib/credentials.js';
-import { FunctionStore } from '../lib/function-store.js';
+import { FunctionStore, functionLimits } from '../lib/function-store.js';
 import { SecretError, SecretStore } from '../lib/secrets.js';
 import type { Logger } from '../lib/logger.js';
 import { startMetricsServer } from '../lib/metrics.js';
@@ -70,13 +70,7 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
     log.info({ functionMiB: t.functionMiB, ms: Math.round(t.makeMs) }, 'template snapshot ready');
   }
   const nc: NatsConnection = await connectNats(config.MAYFLY_NATS_URL, `mayfly-worker-${hostId}`);
-  const store = await FunctionStore.open(nc, {
-    defaultMemoryMiB: config.MAYFLY_DEFAULT_MEMORY_MB,
-    maxMemoryMiB: config.MAYFLY_MAX_MEMORY_MB,
-    defaultTimeoutMs: config.MAYFLY_DEFAULT_TIMEOUT_MS,
-    maxTimeoutMs: config.MAYFLY_MAX_TIMEOUT_MS,
-    maxCodeBytes: config.MAYFLY_MAX_CODE_BYTES,
-  });
+  const store = await FunctionStore.open(nc, functionLimits(config));
   const secrets = await SecretStore.open(nc, secretsKey(config).key);
   const metrics = new WorkerMetrics(hostId, host.image.runtime);
   const manager = new VmManager(

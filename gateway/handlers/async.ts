@@ -11,10 +11,8 @@ import type { FastifyReply, FastifyRequest, RouteHandlerMethod } from 'fastify';
 import { callStatusSchema } from '../../contracts/bus.js';
 import type { GatewayDeps } from '../deps.js';
 import { GatewayError } from '../errors.js';
-import { getInvocationContext } from '../invocation-context.js';
-import { buildInvocationEvent } from '../invocation-event.js';
 import { parseFunctionName } from '../validation.js';
-import { CALL_ID_PATTERN } from './invoke.js';
+import { CALL_ID_PATTERN, invocationOf } from './invoke.js';
 
 function callbackUrl(raw: string | string[] | undefined): string | undefined {
   if (raw === undefined) return undefined;
@@ -33,17 +31,8 @@ function callbackUrl(raw: string | string[] | undefined): string | undefined {
 
 export function asyncInvoke(deps: GatewayDeps): RouteHandlerMethod {
   return async (request: FastifyRequest, reply: FastifyReply) => {
-    const ctx = getInvocationContext(request);
-    if (!ctx) throw new Error('invocation context missing (resolveInvocation hook not run)');
-    const { fn, callId } = ctx;
+    const { fn, callId, event } = invocationOf(request);
     const callback = callbackUrl(request.headers['x-callback-url']);
-    const event = buildInvocationEvent({
-      method: request.method,
-      url: request.url,
-      headers: request.headers,
-      body: Buffer.isBuffer(request.body) ? request.body : undefined,
-      callId,
-    });
     let duplicate: boolean;
     try {
       ({ duplicate } = await deps.backend.submitAsync(fn, {

@@ -82,18 +82,23 @@ export const addPlatformHeaders: onSendHookHandler = async (request, reply, payl
   return payload;
 };
 
+/** The resolved function, call id and event of an invocation request (sync or async). */
+export function invocationOf(request: FastifyRequest) {
+  const ctx = getInvocationContext(request);
+  if (!ctx) throw new Error('invocation context missing (resolveInvocation hook not run)');
+  const event = buildInvocationEvent({
+    method: request.method,
+    url: request.url,
+    headers: request.headers,
+    body: Buffer.isBuffer(request.body) ? request.body : undefined,
+    callId: ctx.callId,
+  });
+  return { ctx, fn: ctx.fn, callId: ctx.callId, event };
+}
+
 export function invoke(deps: GatewayDeps): RouteHandlerMethod {
   return async (request: FastifyRequest, reply: FastifyReply) => {
-    const ctx = getInvocationContext(request);
-    if (!ctx) throw new Error('invocation context missing (resolveInvocation hook not run)');
-    const { fn, callId } = ctx;
-    const event = buildInvocationEvent({
-      method: request.method,
-      url: request.url,
-      headers: request.headers,
-      body: Buffer.isBuffer(request.body) ? request.body : undefined,
-      callId,
-    });
+    const { ctx, fn, callId, event } = invocationOf(request);
 
     deps.metrics.invocationStartedFor(fn.name);
     let result: InvokeResult;
