@@ -2,7 +2,7 @@
 /**
  * `mayfly` command line. Subcommands:
  *   run FILE [--event BODY] ...   run a handler once in a fresh VM (like `sam local invoke`)
- *   image build                   build (or find in the cache) the guest image
+ *   image build|kernel|minimize-kernel|deps   guest images and tinyx kernels (see IMAGE_USAGE)
  */
 import { runCommand } from './run-command.js';
 import { imageCommand } from './image-command.js';
@@ -17,8 +17,14 @@ commands:
       Build the guest image if needed, boot a VM, run the handler in FILE once,
       print its result (stdout) and its logs and VM timings (stderr).
       The request body is --event, or stdin when --event is absent and stdin is not a terminal.
-  image build
+  image build [--kernel debian|tinyx] [--compression lz4|gzip|zstd|none]
       Build the guest image for the node runtime (cached by content) and print its sizes.
+  image kernel [--config FILE | --base]
+      Build (or find in the cache) a tinyx guest kernel from linux-source-6.1.
+  image minimize-kernel (--candidates A,B,C | --candidates-file FILE) [--config FILE | --base] ...
+      Tinyx option elimination: disable, rebuild, boot + run a function, keep off if it works.
+  image deps (node|python3 | --binary PATH)
+      Files a runtime needs: ELF closure + what it opens at start-up (strace).
   up
       The whole platform on this machine: nats-server (unless MAYFLY_NATS_URL is set),
       gateway, scheduler and one worker. Ctrl-C stops everything, VMs included.

@@ -37,9 +37,26 @@ export const configSchema = z.object({
   MAYFLY_CLONES: bool.default(true),
   /** QEMU accelerator: `auto` uses KVM when /dev/kvm exists and a probe boot under it succeeds. */
   MAYFLY_ACCEL: z.enum(['auto', 'kvm', 'tcg']).default('auto'),
+  /** Hypervisor driver: `qemu` (default) or `xen` (the worker runs in a Xen dom0 and drives `xl`). */
+  MAYFLY_DRIVER: z.enum(['qemu', 'xen']).default('qemu'),
+  /** Xen guest type: PVH (default) or PV (fallback for hosts without HVM support). */
+  MAYFLY_XEN_GUEST_TYPE: z.enum(['pvh', 'pv']).default('pvh'),
+  /** Name prefix of this worker's Xen domains (its own: leftovers with it are destroyed at start). Default `mayfly-<host id or "w">-`. */
+  MAYFLY_XEN_NAME_PREFIX: z.string().regex(/^[A-Za-z0-9_.-]{1,39}[-_.]$/).optional(),
+  /** Timeout of one `xl` call (create, save and restore get three times this). */
+  MAYFLY_XL_TIMEOUT_MS: int(1000, 600_000).default(60_000),
+  /** A prebuilt guest image folder (vmlinux, initrd.img, manifest.json) to use instead of building one (a dom0 has no apt). */
+  MAYFLY_IMAGE_DIR: z.string().optional(),
   /** Write each guest kernel's console to <run dir>/<vm>/console.log (debugging). */
   MAYFLY_GUEST_CONSOLE_LOG: bool.default(false),
   MAYFLY_IMAGE_COMPRESSION: z.enum(['lz4', 'gzip', 'none']).default('lz4'),
+  /**
+   * Guest kernel: `debian` (Debian's cloud kernel + console modules) or `tinyx`
+   * (built from linux-source-6.1 with the shipped minimized config; first build takes minutes, then cached).
+   */
+  MAYFLY_GUEST_KERNEL: z.enum(['debian', 'tinyx']).default('debian'),
+  /** With MAYFLY_GUEST_KERNEL=tinyx: a full kernel config to build instead of infra/kernel/tinyx-microvm.config. */
+  MAYFLY_TINYX_CONFIG: z.string().optional(),
   /** Memory a function gets when its spec names none, and the most it may ask for (MiB). */
   MAYFLY_DEFAULT_MEMORY_MB: int(64, 65536).default(128),
   MAYFLY_MAX_MEMORY_MB: int(64, 65536).default(2048),

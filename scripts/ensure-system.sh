@@ -18,10 +18,26 @@ declare -A need=(
   [strip]=binutils
   [dpkg-deb]=dpkg
   [file]=file
+  # Tinyx kernels (functions/image/kernel-build.ts) and runtime dependency discovery
+  [gcc]=build-essential
+  [make]=build-essential
+  [bc]=bc
+  [bison]=bison
+  [flex]=flex
+  [strace]=strace
+)
+# file -> Debian package that provides it
+declare -A need_file=(
+  [/usr/src/linux-source-6.1.tar.xz]=linux-source-6.1
+  [/usr/include/libelf.h]=libelf-dev
+  [/usr/include/openssl/ssl.h]=libssl-dev
 )
 missing=()
 for cmd in "${!need[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
+done
+for f in "${!need_file[@]}"; do
+  [ -e "$f" ] || missing+=("${need_file[$f]}")
 done
 # The guest's /init needs a static busybox, not a dynamically linked one.
 if command -v busybox >/dev/null 2>&1 && ! file -L "$(command -v busybox)" 2>/dev/null | grep -q 'statically linked'; then

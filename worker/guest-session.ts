@@ -137,15 +137,20 @@ export class GuestSession {
    */
   async resumeClone(entropy: Buffer): Promise<number> {
     const t0 = performance.now();
-    const ready = this.await<ReadyInfo>('ready', this.limits.bootTimeoutMs, 'BOOT_TIMEOUT', 'the cloned guest did not answer');
     try {
       await this.driver.start(this.vm);
-      this.send({ type: 'reseed', entropy: entropy.toString('base64'), vmId: this.vm.id });
     } catch (err) {
       this.end(new InvocationError('VM_CRASHED', `the clone could not be resumed: ${(err as Error).message}`));
     }
-    this.ready = (await ready).msg;
+    await this.reseed(entropy);
     return performance.now() - t0;
+  }
+
+  /** Gives the running guest fresh entropy (a new key for its random sources) and waits for its `ready`. */
+  async reseed(entropy: Buffer): Promise<void> {
+    const ready = this.await<ReadyInfo>('ready', this.limits.bootTimeoutMs, 'BOOT_TIMEOUT', 'the guest did not answer a reseed');
+    this.send({ type: 'reseed', entropy: entropy.toString('base64'), vmId: this.vm.id });
+    this.ready = (await ready).msg;
   }
 
   async init(fn: FunctionInit): Promise<void> {

@@ -127,6 +127,7 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
       outcome: { kind: 'platform', code, message },
     });
     let result: InvokeResult;
+    let published = false;
     const source = await code(req.fn.codeHash).catch(() => null);
     let secretValues: Record<string, string> | null = {};
     let secretError = '';
@@ -167,6 +168,12 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
               : { kind: 'error', error: outcome.error },
           };
           log.info({ callId: req.callId, fn: req.fn.name, start: lease.start, startMs: Math.round(lease.startMs), ok: outcome.ok }, 'call done');
+          // A VM that will be destroyed (per-request, or failed) is destroyed after the answer is
+          // on its way, not on the caller's time. A warm VM is paused first, so the next call finds it.
+          if (req.fn.isolation === 'per-request' || !healthy) {
+            publish(req.replyTo, result);
+            published = true;
+          }
         } finally {
           await lease.release(healthy);
         }
@@ -180,7 +187,7 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
         }
       }
     }
-    publish(req.replyTo, result);
+    if (!published) publish(req.replyTo, result);
   }
 
   const sub: Subscription = nc.subscribe(SUBJECTS.hostInvoke(hostId), {

@@ -10,9 +10,12 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { PROJECT_ROOT, type MayflyConfig } from '../contracts/config.js';
 import type { InvocationEvent } from '../contracts/guest-protocol.js';
-import { ensureImage, type GuestImage, type ImageProgress } from '../functions/image/build.js';
+import { ensureImage, type GuestImage, type ImageProgress, type KernelChoice } from '../functions/image/build.js';
 import { resolveAccel } from './driver/accel.js';
 import { QemuDriver } from './driver/qemu.js';
+import type { HypervisorDriver, Vm } from './driver/types.js';
+import { XenDriver } from './driver/xen.js';
+import { loadPrebuiltImage } from './driver/xl-image.js';
 import {
   DEFAULT_SESSION_LIMITS,
   GuestSession,
@@ -78,26 +81,56 @@ export interface Template {
   makeMs: number;
 }
 
+/** What the worker needs of a driver beyond the interface (both drivers have it). */
+export type HostDriver = HypervisorDriver &
+  Required<Pick<HypervisorDriver, 'snapshot' | 'restore'>> & {
+    readonly accel: string;
+    memoryPssKiB(vm: Vm): number | null;
+    liveVmIds(): string[];
+    pids(): number[];
+  };
+
 export class VmHost {
   private readonly templates = new Map<number, Promise<Template>>();
 
   private constructor(
     readonly image: GuestImage,
-    readonly driver: QemuDriver,
+    readonly driver: HostDriver,
     readonly accelWhy: string,
     readonly limits: SessionLimits,
     private readonly runDir: string,
     private readonly templateDir: string,
   ) {}
 
-  static async open(config: MayflyConfig, onProgress?: (p: ImageProgress) => void): Promise<VmHost> {
-    const image = await ensureImage({
+  /**
+   * @param opts.kernel overrides MAYFLY_GUEST_KERNEL (e.g. a tinyx kernel under test);
+   *   opts.compression overrides MAYFLY_IMAGE_COMPRESSION.
+   */
+  static async open(
+    config: MayflyConfig,
+    onProgress?: (p: ImageProgress) => void,
+    opts: { kernel?: KernelChoice; compression?: GuestImage['compression'] } = {},
+  ): Promise<VmHost> {
+    const kernel: KernelChoice = opts.kernel ?? config.MAYFLY_GUEST_KERNEL;
+    onProgress?.({
+      step: 'guest-kernel',
+      detail:
+        typeof kernel === 'object'
+          ? `tinyx ${kernel.tinyx.id} (given by the caller)`
+          : `${kernel} (MAYFLY_GUEST_KERNEL=${config.MAYFLY_GUEST_KERNEL})${kernel === 'tinyx' && config.MAYFLY_TINYX_CONFIG ? ` config ${config.MAYFLY_TINYX_CONFIG}` : ''}`,
+    });
+    const image = config.MAYFLY_IMAGE_DIR
+      ? await loadPrebuiltImage(config.MAYFLY_IMAGE_DIR)
+      : await ensureImage({
       runtime: 'node',
       cacheDir: config.MAYFLY_CACHE_DIR,
       agentDir: path.join(PROJECT_ROOT, 'dist'),
-      compression: config.MAYFLY_IMAGE_COMPRESSION,
+      compression: opts.compression ?? config.MAYFLY_IMAGE_COMPRESSION,
+      kernel,
+      ...(kernel === 'tinyx' && config.MAYFLY_TINYX_CONFIG ? { tinyxConfig: { kind: 'config' as const, path: config.MAYFLY_TINYX_CONFIG } } : {}),
       ...(onProgress ? { onProgress } : {}),
     });
+    onProgress?.({ step: 'guest-kernel', detail: `using ${image.kernelKind ?? 'debian'} kernel ${image.kernelRelease} (image ${image.imageId})` });
     const limits: SessionLimits = {
       ...DEFAULT_SESSION_LIMITS,
       bootTimeoutMs: config.MAYFLY_BOOT_TIMEOUT_MS,
@@ -105,6 +138,15 @@ export class VmHost {
       maxLogLinesPerCall: config.MAYFLY_MAX_LOG_LINES_PER_CALL,
     };
     const runDir = config.MAYFLY_RUN_DIR;
+    if (config.MAYFLY_DRIVER === 'xen') {
+      const driver = await XenDriver.open({
+        runDir,
+        namePrefix: config.MAYFLY_XEN_NAME_PREFIX ?? `mayfly-${config.MAYFLY_HOST_ID ?? 'w'}-`,
+        type: config.MAYFLY_XEN_GUEST_TYPE,
+        xlTimeoutMs: config.MAYFLY_XL_TIMEOUT_MS,
+      });
+      return new VmHost(image, driver, 'MAYFLY_DRIVER=xen (xl in dom0)', limits, runDir, config.MAYFLY_TEMPLATE_DIR ?? path.join(defaultShmDir(), `mayfly-${process.pid}`));
+    }
     const { accel, why } = await resolveAccel(config.MAYFLY_ACCEL, config.MAYFLY_CACHE_DIR, image.kernelPath, () =>
       probeKvm(image, runDir, limits),
     );
@@ -136,6 +178,7 @@ export class VmHost {
       id: newVmId(),
       kernelPath: this.image.kernelPath,
       initrdPath: this.image.initrdPath,
+      kernelArgs: this.image.kernelArgs ?? [],
       memoryMiB: t.memoryMiB,
       memoryFile: { path: t.ramPath, shared: false },
       incoming: true,
@@ -160,12 +203,16 @@ export class VmHost {
       id: newVmId(),
       kernelPath: this.image.kernelPath,
       initrdPath: this.image.initrdPath,
+      kernelArgs: this.image.kernelArgs ?? [],
       memoryMiB,
       memoryFile: { path: ramPath, shared: true },
     });
     const session = new GuestSession(this.driver, vm, this.limits);
     try {
       await session.boot();
+      // Warm-up: run the reseed path once so clones resume with it already translated (TCG) and
+      // compiled (V8). Each clone is re-keyed with its own entropy right after restore.
+      await session.reseed(randomBytes(64));
       await this.driver.snapshot(vm, statePath);
     } finally {
       await session.destroy('template saved');
@@ -179,6 +226,7 @@ export class VmHost {
       id: newVmId(),
       kernelPath: this.image.kernelPath,
       initrdPath: this.image.initrdPath,
+      kernelArgs: this.image.kernelArgs ?? [],
       memoryMiB: guestMemoryMiB(this.image, functionMiB),
     });
     return new GuestSession(this.driver, vm, this.limits);
@@ -219,6 +267,7 @@ async function probeKvm(image: GuestImage, runDir: string, limits: SessionLimits
       id: 'kvmprobe',
       kernelPath: image.kernelPath,
       initrdPath: image.initrdPath,
+      kernelArgs: image.kernelArgs ?? [],
       memoryMiB: guestMemoryMiB(image, 64),
     });
     await new GuestSession(driver, vm, { ...limits, bootTimeoutMs: 20_000 }).boot();

@@ -17,7 +17,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { encodeFrame, FrameDecoder } from '../../contracts/frame.js';
-import { installCloneRng } from './clone-rng.js';
+import { reseedCloneRng } from './clone-rng.js';
 import { looksLikeEsm, pickHandler, type Handler } from './handler-module.js';
 import type {
   ErrorInfo,
@@ -184,12 +184,9 @@ async function run(msg: RunMessage): Promise<void> {
   writeAll(frame);
 }
 
-let reseeded = false;
-
-/** First message to a clone: fresh randomness, then a new `ready` (see clone-rng.ts). */
+/** First message to a clone (and a warm-up in its template): fresh randomness, then a new `ready` (see clone-rng.ts). */
 function reseed(msg: ReseedMessage): void {
-  if (!reseeded) installCloneRng(Buffer.from(msg.entropy, 'base64'));
-  reseeded = true;
+  reseedCloneRng(Buffer.from(msg.entropy, 'base64'));
   sendReady();
 }
 

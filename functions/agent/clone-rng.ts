@@ -19,7 +19,25 @@ import { syncBuiltinESMExports } from 'node:module';
 
 type Fill = <T extends NodeJS.ArrayBufferView>(buf: T, offset?: number, size?: number) => T;
 
-export function installCloneRng(entropy: Buffer): void {
+/** The current clone's keystream; replaced on every reseed. */
+let stream: crypto.Cipher | null = null;
+let installed = false;
+let resetMathPool: () => void = () => {};
+const zeros = Buffer.alloc(4096);
+
+function keystream(n: number): Buffer {
+  const parts: Buffer[] = [];
+  for (let left = n; left > 0; left -= zeros.length) parts.push(stream!.update(zeros.subarray(0, Math.min(left, zeros.length))));
+  return Buffer.concat(parts, n);
+}
+
+/**
+ * Re-keys the random sources with this clone's entropy. The wrappers are
+ * installed once; every later call only replaces the key. That lets a
+ * template run a warm-up reseed before its snapshot (so clones resume with
+ * this code already translated) while each clone still gets its own key.
+ */
+export function reseedCloneRng(entropy: Buffer): void {
   try {
     fs.writeFileSync('/dev/urandom', entropy);
   } catch {
@@ -27,13 +45,15 @@ export function installCloneRng(entropy: Buffer): void {
   }
   const key = crypto.createHash('sha256').update('mayfly-clone-rng-key').update(entropy).digest();
   const iv = crypto.createHash('sha256').update('mayfly-clone-rng-iv').update(entropy).digest().subarray(0, 16);
-  const stream = crypto.createCipheriv('aes-256-ctr', key, iv);
-  const zeros = Buffer.alloc(4096);
-  const keystream = (n: number): Buffer => {
-    const parts: Buffer[] = [];
-    for (let left = n; left > 0; left -= zeros.length) parts.push(stream.update(zeros.subarray(0, Math.min(left, zeros.length))));
-    return Buffer.concat(parts, n);
-  };
+  stream = crypto.createCipheriv('aes-256-ctr', key, iv);
+  resetMathPool();
+  if (!installed) {
+    installed = true;
+    installWrappers();
+  }
+}
+
+function installWrappers(): void {
   const mix = (bytes: Uint8Array, offset: number, size: number): void => {
     const ks = keystream(size);
     for (let i = 0; i < size; i++) bytes[offset + i]! ^= ks[i]!;
@@ -112,6 +132,10 @@ export function installCloneRng(entropy: Buffer): void {
   // Math.random: 53 random bits per number, from the per-clone source.
   let pool = Buffer.alloc(0);
   let pos = 0;
+  resetMathPool = () => {
+    pool = Buffer.alloc(0);
+    pos = 0;
+  };
   Math.random = () => {
     if (pos + 8 > pool.length) {
       pool = fillSync(Buffer.allocUnsafe(8 * 256));

@@ -34,6 +34,7 @@ import { resolveLibraryClosure } from './deps.js';
 import { readElf } from './elf.js';
 import type { WriteImageResult, WriteImageTask } from './image-worker.js';
 import { ensureKernel, run, type CachedKernel } from './kernel.js';
+import { buildKernel, defaultTinyxConfig, formatKernelProgress, type BuiltKernel, type KernelConfigInput } from './kernel-build.js';
 
 /** Bump when the image layout or /init changes in a way the inputs do not capture. */
 export const BUILDER_VERSION = '1';
@@ -48,7 +49,16 @@ export const GUEST_ENV: Readonly<Record<string, string>> = {
 };
 export const GUEST_AGENT_PATH = '/mayfly/functions/agent/agent.js';
 
-export type Compression = 'lz4' | 'gzip' | 'none';
+export type Compression = 'lz4' | 'gzip' | 'zstd' | 'none';
+
+/**
+ * Which guest kernel an image boots:
+ *  - 'debian': Debian's cloud kernel + the virtio console modules (the default);
+ *  - 'tinyx': a kernel built from linux-source-6.1 (kernel-build.ts): the shipped
+ *    minimized config infra/kernel/tinyx-microvm.config, or `tinyxConfig`;
+ *  - { tinyx: BuiltKernel }: an already built tinyx kernel (the elimination loop).
+ */
+export type KernelChoice = 'debian' | 'tinyx' | { tinyx: BuiltKernel };
 
 export interface ImageProgress {
   step: string;
@@ -67,6 +77,10 @@ export interface GuestImage {
   sizes: { kernelBytes: number; initrdBytes: number; rootfsBytes: number };
   files: string[];
   builtNow: boolean;
+  /** 'debian' or 'tinyx' (absent in manifests of older builders: 'debian'). */
+  kernelKind?: 'debian' | 'tinyx';
+  /** Kernel command line arguments this image's kernel needs (e.g. virtio_mmio.device= without ACPI). */
+  kernelArgs?: string[];
 }
 
 export interface EnsureImageOptions {
@@ -75,6 +89,10 @@ export interface EnsureImageOptions {
   agentDir: string;
   compression?: Compression;
   onProgress?: (p: ImageProgress) => void;
+  /** Guest kernel (default 'debian'). */
+  kernel?: KernelChoice;
+  /** With kernel 'tinyx': the config to build instead of the shipped one. */
+  tinyxConfig?: KernelConfigInput;
 }
 
 interface Manifest {
@@ -82,7 +100,7 @@ interface Manifest {
   builderVersion: string;
   runtime: 'node';
   compression: Compression;
-  kernel: { packageName: string; packageVersion: string; release: string; sha256: string };
+  kernel: { packageName: string; packageVersion: string; release: string; sha256: string; kind?: 'debian' | 'tinyx'; bootArgs?: string[] };
   sizes: GuestImage['sizes'];
   initrdSha256: string;
   files: string[];
@@ -105,8 +123,7 @@ export function initScript(modules: string[]): string {
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sys /sys
 /bin/busybox mount -t tmpfs -o mode=1777 tmp /tmp
-for m in ${modules.join(' ')}; do /bin/busybox insmod /lib/modules/$m.ko; done
-# the console device can appear late under load: wait for it, bounded (10 s)
+${modules.length ? `for m in ${modules.join(' ')}; do /bin/busybox insmod /lib/modules/$m.ko; done\n` : '# no modules: the kernel has the virtio console built in\n'}# the console device can appear late under load: wait for it, bounded (10 s)
 i=0; while [ ! -e /dev/hvc0 ] && [ $i -lt 1000 ]; do i=$((i+1)); /bin/busybox usleep 10000; done
 if [ ! -e /dev/hvc0 ]; then
   # <3> = KERN_ERR: still printed on the console with quiet
@@ -345,7 +362,71 @@ function toGuestImage(dir: string, m: Manifest, builtNow: boolean): GuestImage {
     sizes: { ...m.sizes },
     files: [...m.files],
     builtNow,
+    kernelKind: m.kernel.kind ?? 'debian',
+    kernelArgs: [...(m.kernel.bootArgs ?? [])],
   };
+}
+
+/** A tinyx kernel in the shape the image builder uses for Debian's (no modules: everything is built in). */
+function tinyxAsCached(k: BuiltKernel): CachedKernel {
+  return {
+    packageName: k.id,
+    packageVersion: k.sourceVersion,
+    release: k.release,
+    vmlinuxPath: k.vmlinuxPath,
+    modules: [],
+    source: k.cached ? 'cache' : 'download',
+  };
+}
+
+/**
+ * Initramfs files by content: an initrd is fully determined by the builder
+ * version, the compression and its inputs (the kernel is not in it), so images
+ * that differ only in their kernel (the tinyx elimination loop) share one
+ * initrd instead of compressing ~90 MB again. <cacheDir>/initrds/<key>.img.
+ */
+async function reuseInitrd(
+  cacheDir: string,
+  key: string,
+  dest: string,
+): Promise<{ rootfsBytes: number; initrdBytes: number; sha256: string } | undefined> {
+  const base = path.join(cacheDir, 'initrds', key);
+  try {
+    const meta = JSON.parse(await readFile(`${base}.json`, 'utf8')) as { rootfsBytes: number; initrdBytes: number; sha256: string };
+    if ((await stat(`${base}.img`)).size !== meta.initrdBytes) return undefined;
+    try {
+      await link(`${base}.img`, dest);
+    } catch {
+      await copyFile(`${base}.img`, dest);
+    }
+    return meta;
+  } catch {
+    return undefined;
+  }
+}
+
+async function rememberInitrd(
+  cacheDir: string,
+  key: string,
+  src: string,
+  meta: { rootfsBytes: number; initrdBytes: number; sha256: string },
+): Promise<void> {
+  const dir = path.join(cacheDir, 'initrds');
+  try {
+    await mkdir(dir, { recursive: true });
+    await sweepStaleTemps(dir);
+    const tmp = path.join(dir, `.tmp-${key}-${tmpSuffix()}`);
+    try {
+      await link(src, `${tmp}.img`);
+    } catch {
+      await copyFile(src, `${tmp}.img`);
+    }
+    await writeFile(`${tmp}.json`, JSON.stringify(meta) + '\n');
+    await rename(`${tmp}.img`, path.join(dir, `${key}.img`));
+    await rename(`${tmp}.json`, path.join(dir, `${key}.json`));
+  } catch {
+    /* an optimisation only */
+  }
 }
 
 function modeString(e: CpioEntry): string {
@@ -364,7 +445,9 @@ export async function ensureImage(opts: EnsureImageOptions): Promise<GuestImage>
   const runtime = opts.runtime ?? 'node';
   if (runtime !== 'node') throw new Error(`unsupported runtime ${String(runtime)}`);
   const compression: Compression = opts.compression ?? 'lz4';
-  if (!['lz4', 'gzip', 'none'].includes(compression)) throw new Error(`unsupported compression ${compression}`);
+  if (!['lz4', 'gzip', 'zstd', 'none'].includes(compression)) throw new Error(`unsupported compression ${compression}`);
+  const kernelChoice: KernelChoice = opts.kernel ?? 'debian';
+  const kernelKind: 'debian' | 'tinyx' = kernelChoice === 'debian' ? 'debian' : 'tinyx';
   const cacheDir = path.resolve(opts.cacheDir);
   const progress = (p: ImageProgress): void => {
     try {
@@ -375,8 +458,23 @@ export async function ensureImage(opts: EnsureImageOptions): Promise<GuestImage>
   };
   await mkdir(cacheDir, { recursive: true });
 
-  // 1. kernel + modules
-  const kernel: CachedKernel = await ensureKernel(cacheDir, (step, detail) => progress({ step, ...(detail ? { detail } : {}) }));
+  // 1. kernel + modules (Debian), or a tinyx kernel with everything built in
+  let kernel: CachedKernel;
+  let bootArgs: string[] = [];
+  if (kernelChoice === 'debian') {
+    kernel = await ensureKernel(cacheDir, (step, detail) => progress({ step, ...(detail ? { detail } : {}) }));
+  } else {
+    const built =
+      typeof kernelChoice === 'object'
+        ? kernelChoice.tinyx
+        : await buildKernel({
+            cacheDir,
+            config: opts.tinyxConfig ?? defaultTinyxConfig(),
+            onProgress: (p) => progress({ step: 'tinyx-kernel', detail: formatKernelProgress(p).replace(/^kernel: /, '') }),
+          });
+    kernel = tinyxAsCached(built);
+    bootArgs = built.bootArgs;
+  }
 
   // 2. runtime, its libraries, busybox, agent
   const nodeBinary = await ensureRuntimeBinary(cacheDir, progress);
@@ -450,9 +548,12 @@ export async function ensureImage(opts: EnsureImageOptions): Promise<GuestImage>
         compression,
         kernelPackage: kernel.packageName,
         vmlinux: vmlinuxSha,
+        // Only for tinyx, so Debian images keep the ids they had.
+        ...(kernelKind === 'tinyx' ? { kernelKind, bootArgs } : {}),
         inputs,
       }),
     ).slice(0, 32);
+    const initrdKey = sha256(JSON.stringify({ builder: BUILDER_VERSION, compression, inputs })).slice(0, 32);
 
     const imagesDir = path.join(cacheDir, 'images');
     const finalDir = path.join(imagesDir, imageId);
@@ -475,22 +576,27 @@ export async function ensureImage(opts: EnsureImageOptions): Promise<GuestImage>
         await copyFile(kernel.vmlinuxPath, path.join(tmp, 'vmlinux'));
       }
       const total = cpioSize(normalized);
-      progress({ step: 'write-cpio', detail: `${normalized.length} entries, ${compression}`, done: 0, total });
-      const channel = new MessageChannel();
-      channel.port1.on('message', (m: { done: number; total: number }) =>
-        progress({ step: 'write-cpio', detail: compression, done: m.done, total: m.total }),
-      );
-      let result: WriteImageResult;
-      try {
-        const task: WriteImageTask = {
-          entries: normalized,
-          outPath: path.join(tmp, 'initrd.img'),
-          compression,
-          port: channel.port2,
-        };
-        result = (await pool().run(task, { name: 'writeImage', transferList: [channel.port2] })) as WriteImageResult;
-      } finally {
-        channel.port1.close();
+      let result: WriteImageResult | undefined = await reuseInitrd(cacheDir, initrdKey, path.join(tmp, 'initrd.img'));
+      if (result) {
+        progress({ step: 'write-cpio', detail: `initrd ${initrdKey} reused (same inputs, another kernel)` });
+      } else {
+        progress({ step: 'write-cpio', detail: `${normalized.length} entries, ${compression}`, done: 0, total });
+        const channel = new MessageChannel();
+        channel.port1.on('message', (m: { done: number; total: number }) =>
+          progress({ step: 'write-cpio', detail: compression, done: m.done, total: m.total }),
+        );
+        try {
+          const task: WriteImageTask = {
+            entries: normalized,
+            outPath: path.join(tmp, 'initrd.img'),
+            compression,
+            port: channel.port2,
+          };
+          result = (await pool().run(task, { name: 'writeImage', transferList: [channel.port2] })) as WriteImageResult;
+        } finally {
+          channel.port1.close();
+        }
+        await rememberInitrd(cacheDir, initrdKey, path.join(tmp, 'initrd.img'), result);
       }
       progress({
         step: 'compress',
@@ -508,6 +614,7 @@ export async function ensureImage(opts: EnsureImageOptions): Promise<GuestImage>
           packageVersion: kernel.packageVersion,
           release: kernel.release,
           sha256: vmlinuxSha,
+          ...(kernelKind === 'tinyx' ? { kind: kernelKind, bootArgs } : {}),
         },
         sizes: { kernelBytes, initrdBytes: result.initrdBytes, rootfsBytes: result.rootfsBytes },
         initrdSha256: result.sha256,
@@ -559,7 +666,7 @@ export function formatImageReport(img: GuestImage): string {
   const ratio = img.sizes.rootfsBytes ? ((100 * img.sizes.initrdBytes) / img.sizes.rootfsBytes).toFixed(0) : '?';
   return [
     `image ${img.imageId} (${img.builtNow ? 'built now' : 'cached'})`,
-    `  kernel  ${img.kernelRelease}  ${mib(img.sizes.kernelBytes)} MiB  ${img.kernelPath}`,
+    `  kernel  ${img.kernelRelease} (${img.kernelKind ?? 'debian'})  ${mib(img.sizes.kernelBytes)} MiB  ${img.kernelPath}${img.kernelArgs?.length ? `  args: ${img.kernelArgs.join(' ')}` : ''}`,
     `  initrd  ${img.compression}  ${mib(img.sizes.initrdBytes)} MiB (${ratio}% of ${mib(img.sizes.rootfsBytes)} MiB rootfs)  ${img.initrdPath}`,
     `  files   ${img.files.length} entries; guest needs >= ${MIN_GUEST_MEMORY_MIB} MiB RAM`,
   ].join('\n');

@@ -579,7 +579,9 @@ export async function buildKernel(opts: KernelBuildOptions): Promise<BuiltKernel
     const tmp = path.join(root, `.tmp-${path.basename(finalDir)}-${tmpSuffix()}`);
     await mkdir(tmp);
     try {
-      await copyFile(path.join(tree.out, 'vmlinux'), path.join(tmp, 'vmlinux'));
+      // Symbols off, like the payload of a bzImage (objcopy -R .comment -S): QEMU loads the segments only.
+      const strip = await run('objcopy', ['-R', '.comment', '-S', path.join(tree.out, 'vmlinux'), path.join(tmp, 'vmlinux')]).catch(() => undefined);
+      if (strip?.code !== 0) await copyFile(path.join(tree.out, 'vmlinux'), path.join(tmp, 'vmlinux'));
       await writeFile(path.join(tmp, 'config'), config);
       const meta: KernelMetaFile = {
         id: `tinyx:${source.packageName}_${source.version}-${hash.slice(0, 16)}`,

@@ -97,12 +97,16 @@ export async function managed<T>(what: string, start: Promise<T>, stop: (t: T) =
 
 /** Runs one benchmark: header, main, and cleanup whatever happens (including SIGINT/SIGTERM). */
 export async function runBench(name: string, main: () => Promise<void>): Promise<void> {
+  let stopping = false;
+  // `on`, not `once`: a second signal (Ctrl-C reaches this process and all.ts forwards it too) must not kill the cleanup.
   const onSignal = (sig: NodeJS.Signals) => {
+    if (stopping) return;
+    stopping = true;
     process.stderr.write(`\n${name}: ${sig}, cleaning up\n`);
     void runCleanups().finally(() => process.exit(130));
   };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   process.stdout.write(`\n== bench ${name} == ${machineLine()}\n`);
   try {
     await main();

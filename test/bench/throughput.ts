@@ -124,7 +124,8 @@ async function load(name: string, url: string, seconds: number, cpu: () => numbe
     const counted = counters0 !== null && counters1 !== null;
     // Without the worker's counter: every pooled VM a call took was replaced, plus the change of the pool size.
     const refills = counted ? counters1.refills - counters0.refills : results.filter((r) => r.start === 'pool').length + (poolEnd - poolStart);
-    const refillSeconds = counted ? (counters1.seconds - counters0.seconds) / Math.max(1, counters1.count - counters0.count) : NaN;
+    const made = counted ? counters1.count - counters0.count : 0;
+    const refillSeconds = made > 0 ? (counters1!.seconds - counters0!.seconds) / made : NaN;
     out.pool = { samples: poolSamples, booting, refills, counted, refillPerSecond: refills / elapsed, refillSeconds, start: poolStart, end: poolEnd };
   }
   progress(`${name}: ${out.perSecond.toFixed(2)}/s over ${elapsed.toFixed(1)} s, ${errors} errors`);

@@ -1,0 +1,217 @@
+/**
+ * Runs INSIDE the nested Xen host's dom0 (started by infra/xen/dom0-init.sh).
+ * 1. Driver checks against real `xl`: a bad config fails with a clear error and
+ *    leaves no domain; create -p / unpause / pause / unpause / destroy of a real
+ *    guest whose agent answers over hvc0; a "crashed worker" leaves a domain that
+ *    the next driver with the same prefix sweeps; xl save / restore of a booted guest.
+ * 2. Starts the worker (MAYFLY_DRIVER=xen) connected to the outer nats-server,
+ *    until the outer test publishes on mayfly.xentest.stop; then stops it and
+ *    reports the domains left behind.
+ * Every result is one `XENTEST <json>` line on the console (the outer test reads
+ * QEMU's serial output) and a message on mayfly.xentest.report.
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { loadConfig } from '../../contracts/config.js';
+import { XenDriver } from '../../worker/driver/xen.js';
+import { loadPrebuiltImage } from '../../worker/driver/xl-image.js';
+import { runTool } from '../../worker/driver/xl-run.js';
+import { parseXlListJson } from '../../worker/driver/xl-config.js';
+import { GuestSession, DEFAULT_SESSION_LIMITS } from '../../worker/guest-session.js';
+import { guestMemoryMiB } from '../../worker/vm-host.js';
+
+const KERNEL_FN = `
+import fs from 'node:fs';
+import os from 'node:os';
+export async function handler() {
+  let hv = 'none';
+  try { hv = fs.readFileSync('/sys/hypervisor/type', 'utf8').trim(); } catch {}
+  let bootId = '';
+  try { bootId = fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(); } catch {}
+  return { release: os.release(), hypervisor: hv, bootId };
+}`;
+
+const EVENT = { method: 'POST', path: '/', query: {}, headers: {}, body: '', isBase64Encoded: false };
+
+let nc: NatsConnection | null = null;
+let lastVm = '';
+function report(check: string, data: Record<string, unknown>): void {
+  const line = JSON.stringify({ check, ...data });
+  console.log(`XENTEST ${line}`);
+  try {
+    nc?.publish('mayfly.xentest.report', line);
+  } catch {
+    /* the console line is enough */
+  }
+}
+
+async function timed<T>(f: () => Promise<T>): Promise<[T, number]> {
+  const t0 = performance.now();
+  const r = await f();
+  return [r, Math.round(performance.now() - t0)];
+}
+
+/** The guest's console as xenconsoled logged it (for failed checks). */
+function guestLog(name: string, bytes = 3000): string {
+  try {
+    const t = fs.readFileSync(`/var/log/xen/console/guest-${name}.log`, 'latin1');
+    return t.slice(-bytes).replace(/[^\x20-\x7e\n]/g, '.');
+  } catch (err) {
+    return `(no guest log: ${(err as Error).message})`;
+  }
+}
+
+async function debugBoot(image: Awaited<ReturnType<typeof loadPrebuiltImage>>, memoryMiB: number): Promise<void> {
+  const drv = await XenDriver.open({ runDir: '/run/mayfly-dbg', namePrefix: 'mayfly-dbg-' });
+  const vm = await drv.create({ id: 'dbg', kernelPath: image.kernelPath, initrdPath: image.initrdPath, memoryMiB, kernelArgs: ['console=hvc0', 'loglevel=7'] });
+  await drv.start(vm);
+  await Promise.race([vm.exited, new Promise((r) => setTimeout(r, 90_000))]);
+  report('debug-boot', { ok: true, state: vm.state, log: guestLog('mayfly-dbg-dbg', 6000) });
+  await drv.close();
+}
+
+async function driverChecks(): Promise<void> {
+  const imageDir = process.env.MAYFLY_IMAGE_DIR!;
+  const image = await loadPrebuiltImage(imageDir);
+  const memoryMiB = guestMemoryMiB(image, 64);
+  const limits = { ...DEFAULT_SESSION_LIMITS, bootTimeoutMs: 240_000, initTimeoutMs: 120_000 };
+  const runDir = '/run/mayfly-chk';
+  const id = () => `c${randomBytes(4).toString('hex')}`;
+  if (process.env.MAYFLY_XEN_DEBUG_BOOT === '1') await debugBoot(image, memoryMiB).catch((err: Error) => report('debug-boot', { ok: false, message: err.message }));
+
+  // (a) xl failure handling: a config xl rejects; the error must say why, and nothing is left.
+  const drv = await XenDriver.open({ runDir, namePrefix: 'mayfly-chk-' });
+  try {
+    const t0 = performance.now();
+    let message = '';
+    let code = '';
+    try {
+      await drv.create({ id: id(), kernelPath: '/nonexistent/vmlinux', initrdPath: image.initrdPath, memoryMiB });
+    } catch (err) {
+      message = (err as Error).message;
+      code = (err as { code?: string }).code ?? '';
+    }
+    const left = await drv.ownDomains();
+    report('bad-config', { ok: code === 'VM_START_FAILED' && /xl create -p/.test(message) && left.length === 0, code, message, left: left.map((d) => d.name), ms: Math.round(performance.now() - t0) });
+  } catch (err) {
+    report('bad-config', { ok: false, message: `check itself failed: ${(err as Error).message}` });
+  }
+
+  // (b) lifecycle of a real guest: create -p, unpause (boot to ready), run, pause, unpause, run, destroy.
+  try {
+    lastVm = '';
+    const [vm, createMs] = await timed(() => drv.create({ id: id(), kernelPath: image.kernelPath, initrdPath: image.initrdPath, memoryMiB }));
+    lastVm = `mayfly-chk-${vm.id}`;
+    const session = new GuestSession(drv, vm, limits);
+    try {
+      const prepared = await drv.queryState(vm);
+      const bootMs = Math.round(await session.boot());
+      await session.init({ functionName: 'kernel', code: KERNEL_FN, handler: 'handler', env: {}, memoryLimitInMB: 64 });
+      const first = await session.invoke({ callId: 'c1', event: EVENT, timeoutMs: 60_000 });
+      const [, pauseMs] = await timed(() => drv.pause(vm));
+      const paused = await drv.queryState(vm);
+      const [, unpauseMs] = await timed(() => drv.start(vm));
+      const running = await drv.queryState(vm);
+      const second = await session.invoke({ callId: 'c2', event: EVENT, timeoutMs: 60_000 });
+      const value = first.ok ? (first.value as Record<string, string>) : null;
+      report('lifecycle', {
+        ok: prepared === 'prepared' && paused === 'paused' && running === 'running' && first.ok && second.ok && value?.hypervisor === 'xen',
+        states: { prepared, paused, running },
+        value,
+        secondOk: second.ok,
+        skippedConsoleBytes: vm.channel instanceof Object && 'skippedBytes' in vm.channel ? (vm.channel as { skippedBytes: number }).skippedBytes : null,
+        ms: { create: createMs, bootToReady: bootMs, pause: pauseMs, unpause: unpauseMs },
+      });
+    } finally {
+      const [, destroyMs] = await timed(() => session.destroy('check done'));
+      const left = await drv.ownDomains();
+      report('destroy', { ok: left.length === 0, left: left.map((d) => d.name), ms: destroyMs });
+    }
+  } catch (err) {
+    report('lifecycle', { ok: false, message: (err as Error).message, guestLog: lastVm ? guestLog(lastVm) : '' });
+  }
+
+  // (c) worker crash: a driver that dies without cleaning up leaves a domain; the next one with the same prefix sweeps it.
+  try {
+    const crashed = await XenDriver.open({ runDir, namePrefix: 'mayfly-crash-' });
+    await crashed.create({ id: id(), kernelPath: image.kernelPath, initrdPath: image.initrdPath, memoryMiB });
+    const before = (await crashed.ownDomains()).map((d) => d.name);
+    // Another worker's prefix must not be touched by this sweep.
+    const other = await XenDriver.open({ runDir, namePrefix: 'mayfly-other-' });
+    const otherVm = await other.create({ id: id(), kernelPath: image.kernelPath, initrdPath: image.initrdPath, memoryMiB });
+    const next = await XenDriver.open({ runDir, namePrefix: 'mayfly-crash-' }); // sweeps in open()
+    const after = (await next.ownDomains()).map((d) => d.name);
+    const otherStill = (await other.ownDomains()).length;
+    await other.destroy(otherVm);
+    report('crash-sweep', { ok: before.length === 1 && after.length === 0 && otherStill === 1, before, after, otherStill });
+  } catch (err) {
+    report('crash-sweep', { ok: false, message: (err as Error).message });
+  }
+
+  // (d) templates: xl save of a booted guest, xl restore -p into a new domain (own name), resume, answer.
+  if (process.env.MAYFLY_XEN_CHECK_SAVE !== '0') {
+    try {
+      const vm = await drv.create({ id: id(), kernelPath: image.kernelPath, initrdPath: image.initrdPath, memoryMiB });
+      const s = new GuestSession(drv, vm, limits);
+      await s.boot();
+      const statePath = `/tmp/tpl-${vm.id}.save`;
+      const [, saveMs] = await timed(() => drv.snapshot(vm, statePath));
+      await s.destroy('saved');
+      const clone = await drv.create({ id: id(), kernelPath: image.kernelPath, initrdPath: image.initrdPath, memoryMiB, incoming: true });
+      const [, restoreMs] = await timed(() => drv.restore(clone, statePath));
+      const cs = new GuestSession(drv, clone, limits);
+      const resumeMs = Math.round(await cs.resumeClone(randomBytes(32)));
+      await cs.init({ functionName: 'kernel', code: KERNEL_FN, handler: 'handler', env: {}, memoryLimitInMB: 64 });
+      const r = await cs.invoke({ callId: 'c3', event: EVENT, timeoutMs: 60_000 });
+      await cs.destroy('done');
+      report('save-restore', { ok: r.ok, ms: { save: saveMs, restore: restoreMs, resumeToReady: resumeMs } });
+    } catch (err) {
+      report('save-restore', { ok: false, message: (err as Error).message });
+    }
+  }
+  await drv.close();
+}
+
+async function main(): Promise<void> {
+  const deadline = setTimeout(() => {
+    console.log('XENTEST {"check":"controller","ok":false,"message":"overall timeout"}');
+    process.exit(3);
+  }, Number(process.env.MAYFLY_XEN_CONTROLLER_TIMEOUT_MS ?? 40 * 60_000));
+  deadline.unref();
+  const config = loadConfig();
+  nc = await connect({ servers: config.MAYFLY_NATS_URL, reconnect: true, maxReconnectAttempts: -1 }).catch((err: Error) => {
+    console.log(`XENTEST {"check":"nats","ok":false,"message":${JSON.stringify(err.message)}}`);
+    return null;
+  });
+  report('dom0', { ok: true, node: process.version, uptimeS: Number((await runTool('cut', ['-d ', '-f1', '/proc/uptime'], 5000)).stdout.trim()) });
+  if (process.env.MAYFLY_XEN_SKIP_DRIVER_CHECKS !== '1') await driverChecks();
+
+  // The worker, as operators run it in a dom0.
+  const stop = new Promise<void>((resolve) => {
+    nc?.subscribe('mayfly.xentest.stop', { callback: () => resolve() });
+  });
+  const worker = spawn(process.execPath, ['dist/cli/mayfly.js', 'worker'], { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
+  const pipe = (s: NodeJS.ReadableStream) => s.on('data', (d: Buffer) => process.stdout.write(d.toString().replace(/^/gm, '[worker] ')));
+  pipe(worker.stdout!);
+  pipe(worker.stderr!);
+  const exited = new Promise<number | null>((r) => worker.once('exit', (code) => r(code)));
+  report('worker', { ok: true, started: true, pid: worker.pid });
+  const how = await Promise.race([stop.then(() => 'stop'), exited.then((c) => `exited ${c}`)]);
+  if (how === 'stop') {
+    worker.kill('SIGTERM');
+    const t = setTimeout(() => worker.kill('SIGKILL'), 60_000);
+    await exited;
+    clearTimeout(t);
+  }
+  const all = parseXlListJson((await runTool('xl', ['list', '-l'], 60_000)).stdout).filter((d) => d.domid !== 0);
+  report('final', { ok: how === 'stop' && all.length === 0, how, leftover: all.map((d) => d.name) });
+  await nc?.flush().catch(() => {});
+  await nc?.close().catch(() => {});
+}
+
+main().catch((err) => {
+  console.log(`XENTEST ${JSON.stringify({ check: 'controller', ok: false, message: (err as Error).stack ?? String(err) })}`);
+  process.exit(1);
+});
