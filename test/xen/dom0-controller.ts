@@ -174,6 +174,60 @@ async function driverChecks(): Promise<void> {
   await drv.close();
 }
 
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? Math.round(s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2) : NaN;
+}
+
+/** test/bench/xen.ts: median ms of each xl operation on a real guest (MAYFLY_XEN_MODE=bench). */
+async function bench(): Promise<void> {
+  const image = await loadPrebuiltImage(process.env.MAYFLY_IMAGE_DIR!);
+  const memoryMiB = guestMemoryMiB(image, 64);
+  const runs = Number(process.env.MAYFLY_XEN_BENCH_RUNS ?? 3);
+  const types = (process.env.MAYFLY_XEN_BENCH_TYPES ?? 'pvh').split(',') as Array<'pvh' | 'pv'>;
+  const limits = { ...DEFAULT_SESSION_LIMITS, bootTimeoutMs: 240_000 };
+  for (const type of types) {
+    const drv = await XenDriver.open({ runDir: '/run/mayfly-bench', namePrefix: `mayfly-b${type}-`, type });
+    const t: Record<string, number[]> = { create: [], 'create -p': [], unpause_first: [], 'boot to ready': [], pause: [], unpause: [], save: [], restore: [], destroy: [] };
+    for (let i = 0; i < runs; i++) {
+      try {
+        const spec = { id: `r${i}`, kernelPath: image.kernelPath, initrdPath: image.initrdPath, memoryMiB };
+        // plain `xl create` (not paused): the whole toolstack path at once
+        const cfg = `/run/mayfly-bench/plain-${type}-${i}.cfg`;
+        fs.writeFileSync(cfg, drv.guestConfig(spec, `mayfly-b${type}-plain${i}`));
+        const [, createMs] = await timed(() => runTool('xl', ['create', cfg], 180_000));
+        t.create!.push(createMs);
+        await runTool('xl', ['destroy', `mayfly-b${type}-plain${i}`], 60_000);
+        // split: create -p, then unpause, boot to the agent's ready
+        const [vm, cpMs] = await timed(() => drv.create(spec));
+        t['create -p']!.push(cpMs);
+        const s = new GuestSession(drv, vm, limits);
+        const bootMs = Math.round(await s.boot());
+        t['boot to ready']!.push(bootMs);
+        const [, pMs] = await timed(() => drv.pause(vm));
+        t.pause!.push(pMs);
+        const [, uMs] = await timed(() => drv.start(vm));
+        t.unpause!.push(uMs);
+        const statePath = `/tmp/bench-${type}-${i}.save`;
+        const [, sMs] = await timed(() => drv.snapshot(vm, statePath));
+        t.save!.push(sMs);
+        await s.destroy('saved');
+        const clone = await drv.create({ ...spec, id: `c${i}`, incoming: true });
+        const [, rMs] = await timed(() => drv.restore(clone, statePath));
+        t.restore!.push(rMs);
+        const [, dMs] = await timed(() => drv.destroy(clone));
+        t.destroy!.push(dMs);
+        fs.rmSync(statePath, { force: true });
+      } catch (err) {
+        report('bench-error', { ok: false, type, run: i, message: (err as Error).message });
+      }
+    }
+    delete t.unpause_first;
+    report('bench', { ok: true, type, runs, memoryMiB, median: Object.fromEntries(Object.entries(t).map(([k, v]) => [k, median(v)])), all: t });
+    await drv.close();
+  }
+}
+
 async function main(): Promise<void> {
   const deadline = setTimeout(() => {
     console.log('XENTEST {"check":"controller","ok":false,"message":"overall timeout"}');
@@ -186,6 +240,11 @@ async function main(): Promise<void> {
     return null;
   });
   report('dom0', { ok: true, node: process.version, uptimeS: Number((await runTool('cut', ['-d ', '-f1', '/proc/uptime'], 5000)).stdout.trim()) });
+  if (process.env.MAYFLY_XEN_MODE === 'bench') {
+    await bench();
+    await nc?.close().catch(() => {});
+    return;
+  }
   if (process.env.MAYFLY_XEN_SKIP_DRIVER_CHECKS !== '1') await driverChecks();
 
   // The worker, as operators run it in a dom0.

@@ -96,7 +96,8 @@ export class NestedXenHost {
       // The base disk is shared by runs: snapshot=on sends this run's writes to a temp file.
       '-drive', `file=${path.join(BASE, 'dom0.img')},if=virtio,format=raw,cache=unsafe,snapshot=on`,
       '-drive', `file=${appImg},if=virtio,format=raw,cache=unsafe`,
-      '-netdev', `user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:4222-tcp:127.0.0.1:${opts.natsPort}`,
+      // One forwarder process per guest connection (the -tcp: form allows only one connection at a time).
+      '-netdev', `user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:4222-cmd:${fs.realpathSync(process.execPath)} ${path.join(PROJECT_ROOT, 'dist', 'test', 'xen', 'tcp-pipe.js')} ${opts.natsPort}`,
       '-device', 'virtio-net-pci,netdev=n0',
       '-display', 'none', '-serial', 'stdio', '-monitor', 'none', '-no-reboot', '-nodefaults',
     ];

@@ -146,7 +146,7 @@ export class QemuDriver implements HypervisorDriver {
     const chPath = path.join(dir, 'ch.sock');
     const args = [
       '-name', `mayfly-${spec.id}`,
-      '-M', spec.memoryFile ? 'microvm,memory-backend=mem' : 'microvm',
+      '-M', ['microvm', ...(spec.memoryFile ? ['memory-backend=mem'] : []), ...(spec.machineOptions ?? [])].join(','),
       ...(spec.memoryFile
         ? ['-object', `memory-backend-file,id=mem,size=${spec.memoryMiB}M,mem-path=${spec.memoryFile.path},share=${spec.memoryFile.shared ? 'on' : 'off'}`]
         : []),

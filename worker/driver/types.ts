@@ -18,6 +18,11 @@ export interface VmSpec {
   /** Extra kernel command line arguments appended to the driver's own. */
   kernelArgs?: string[];
   /**
+   * Extra machine options the guest kernel needs, from its image (QEMU: appended
+   * to `-M microvm`, e.g. `acpi=off` for a tinyx kernel built without ACPI).
+   */
+  machineOptions?: string[];
+  /**
    * Guest RAM in a file (on tmpfs). `shared: true` for a template (the file IS
    * its RAM); `shared: false` for a clone: a private copy-on-write mapping of
    * the template's file, so clones share every page they do not write.

@@ -50,7 +50,15 @@ export interface XenDriverOptions {
   xlTimeoutMs?: number;
   /** How long xenconsoled may take to publish the console pty. */
   consoleTimeoutMs?: number;
+  /**
+   * Added to every guest's memory. A Linux guest under Xen keeps more for itself
+   * than under QEMU microvm (swiotlb-xen bounce buffers, grant tables): without it
+   * the initramfs no longer fits ("Initramfs unpacking failed: write error").
+   */
+  memoryOverheadMiB?: number;
 }
+
+export const XEN_GUEST_MEMORY_OVERHEAD_MIB = 128;
 
 /** Host side of the guest's hvc0: the console pty, with bytes before the first frame skipped. */
 export class ConsoleChannel extends Duplex {
@@ -190,7 +198,7 @@ export class XenDriver implements HypervisorDriver {
       type: this.type,
       kernelPath: spec.kernelPath,
       initrdPath: spec.initrdPath,
-      memoryMiB: spec.memoryMiB,
+      memoryMiB: spec.memoryMiB + (this.opts.memoryOverheadMiB ?? XEN_GUEST_MEMORY_OVERHEAD_MIB),
       vcpus: spec.vcpus ?? 1,
       cmdline: this.kernelCommandLine(spec),
     });
