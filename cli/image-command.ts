@@ -96,9 +96,9 @@ async function kernelCmd(args: string[]): Promise<number> {
     [
       `kernel ${k.id} (${k.cached ? 'cached' : 'built now'}, ${(k.elapsedMs / 1000).toFixed(1)} s)`,
       `  release  ${k.release}`,
-      `  vmlinux  ${(k.vmlinuxBytes / 1048576).toFixed(2)} MiB  ${k.vmlinuxPath}`,
+      `  vmlinux  ${(k.vmlinuxBytes / 1048576).toFixed(2)} MiB file, ${(k.loadBytes / 1048576).toFixed(2)} MiB loaded  ${k.vmlinuxPath}`,
       `  config   ${k.configHash.slice(0, 16)}  ${k.configPath}`,
-      `  args     ${k.bootArgs.join(' ') || '(none)'}`,
+      `  needs    ${[...k.machineOptions.map((o) => `-M microvm,${o}`), ...k.bootArgs].join(' ') || '(nothing special)'}`,
     ].join('\n') + '\n',
   );
   return 0;

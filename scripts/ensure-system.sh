@@ -25,6 +25,7 @@ declare -A need=(
   [bison]=bison
   [flex]=flex
   [strace]=strace
+  [ccache]=ccache
 )
 # file -> Debian package that provides it
 declare -A need_file=(

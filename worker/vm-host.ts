@@ -179,6 +179,7 @@ export class VmHost {
       kernelPath: this.image.kernelPath,
       initrdPath: this.image.initrdPath,
       kernelArgs: this.image.kernelArgs ?? [],
+      machineOptions: this.image.machineOptions ?? [],
       memoryMiB: t.memoryMiB,
       memoryFile: { path: t.ramPath, shared: false },
       incoming: true,
@@ -204,6 +205,7 @@ export class VmHost {
       kernelPath: this.image.kernelPath,
       initrdPath: this.image.initrdPath,
       kernelArgs: this.image.kernelArgs ?? [],
+      machineOptions: this.image.machineOptions ?? [],
       memoryMiB,
       memoryFile: { path: ramPath, shared: true },
     });
@@ -227,6 +229,7 @@ export class VmHost {
       kernelPath: this.image.kernelPath,
       initrdPath: this.image.initrdPath,
       kernelArgs: this.image.kernelArgs ?? [],
+      machineOptions: this.image.machineOptions ?? [],
       memoryMiB: guestMemoryMiB(this.image, functionMiB),
     });
     return new GuestSession(this.driver, vm, this.limits);
@@ -268,6 +271,7 @@ async function probeKvm(image: GuestImage, runDir: string, limits: SessionLimits
       kernelPath: image.kernelPath,
       initrdPath: image.initrdPath,
       kernelArgs: image.kernelArgs ?? [],
+      machineOptions: image.machineOptions ?? [],
       memoryMiB: guestMemoryMiB(image, 64),
     });
     await new GuestSession(driver, vm, { ...limits, bootTimeoutMs: 20_000 }).boot();

@@ -79,8 +79,10 @@ export interface GuestImage {
   builtNow: boolean;
   /** 'debian' or 'tinyx' (absent in manifests of older builders: 'debian'). */
   kernelKind?: 'debian' | 'tinyx';
-  /** Kernel command line arguments this image's kernel needs (e.g. virtio_mmio.device= without ACPI). */
+  /** Kernel command line arguments this image's kernel needs. */
   kernelArgs?: string[];
+  /** Machine options this image's kernel needs (QEMU microvm: `acpi=off` for a kernel without ACPI). */
+  machineOptions?: string[];
 }
 
 export interface EnsureImageOptions {
@@ -100,7 +102,15 @@ interface Manifest {
   builderVersion: string;
   runtime: 'node';
   compression: Compression;
-  kernel: { packageName: string; packageVersion: string; release: string; sha256: string; kind?: 'debian' | 'tinyx'; bootArgs?: string[] };
+  kernel: {
+    packageName: string;
+    packageVersion: string;
+    release: string;
+    sha256: string;
+    kind?: 'debian' | 'tinyx';
+    bootArgs?: string[];
+    machineOptions?: string[];
+  };
   sizes: GuestImage['sizes'];
   initrdSha256: string;
   files: string[];
@@ -113,7 +123,10 @@ interface Manifest {
 // /init
 
 /** The guest's /init: mount, load the console modules, open the channel, exec the agent. */
-export function initScript(modules: string[]): string {
+export function initScript(modules: string[], opts: { end?: 'poweroff' | 'reboot' } = {}): string {
+  // A kernel without ACPI cannot power off (poweroff only halts the CPU and the VM
+  // would hang until its boot timeout); QEMU runs with -no-reboot, so a reboot ends it.
+  const end = opts.end === 'reboot' ? 'reboot' : 'poweroff';
   const env = Object.entries(GUEST_ENV)
     .map(([k, v]) => `${k}=${v}`)
     .join(' ');
@@ -127,8 +140,8 @@ ${modules.length ? `for m in ${modules.join(' ')}; do /bin/busybox insmod /lib/m
 i=0; while [ ! -e /dev/hvc0 ] && [ $i -lt 1000 ]; do i=$((i+1)); /bin/busybox usleep 10000; done
 if [ ! -e /dev/hvc0 ]; then
   # <3> = KERN_ERR: still printed on the console with quiet
-  echo "<3>mayfly-init: /dev/hvc0 did not appear within 10 s, powering off" > /dev/kmsg
-  /bin/busybox poweroff -f
+  echo "<3>mayfly-init: /dev/hvc0 did not appear within 10 s, ${end === 'poweroff' ? 'powering off' : 'ending the VM (reboot)'}" > /dev/kmsg
+  /bin/busybox ${end} -f
   exit 1
 fi
 exec 3<>/dev/hvc0
@@ -364,6 +377,7 @@ function toGuestImage(dir: string, m: Manifest, builtNow: boolean): GuestImage {
     builtNow,
     kernelKind: m.kernel.kind ?? 'debian',
     kernelArgs: [...(m.kernel.bootArgs ?? [])],
+    machineOptions: [...(m.kernel.machineOptions ?? [])],
   };
 }
 
@@ -461,6 +475,7 @@ export async function ensureImage(opts: EnsureImageOptions): Promise<GuestImage>
   // 1. kernel + modules (Debian), or a tinyx kernel with everything built in
   let kernel: CachedKernel;
   let bootArgs: string[] = [];
+  let machineOptions: string[] = [];
   if (kernelChoice === 'debian') {
     kernel = await ensureKernel(cacheDir, (step, detail) => progress({ step, ...(detail ? { detail } : {}) }));
   } else {
@@ -474,6 +489,7 @@ export async function ensureImage(opts: EnsureImageOptions): Promise<GuestImage>
           });
     kernel = tinyxAsCached(built);
     bootArgs = built.bootArgs;
+    machineOptions = built.machineOptions;
   }
 
   // 2. runtime, its libraries, busybox, agent
@@ -505,7 +521,7 @@ export async function ensureImage(opts: EnsureImageOptions): Promise<GuestImage>
     { type: 'dir', path: '/tmp', mode: 0o1777 },
     // The kernel opens /dev/console for init's stdio before devtmpfs is mounted.
     { type: 'char', path: '/dev/console', mode: 0o600, rdevMajor: 5, rdevMinor: 1 },
-    { type: 'file', path: '/init', mode: 0o755, source: { kind: 'text', text: initScript(kernel.modules.map((m) => m.name)) } },
+    { type: 'file', path: '/init', mode: 0o755, source: { kind: 'text', text: initScript(kernel.modules.map((m) => m.name), machineOptions.includes('acpi=off') ? { end: 'reboot' } : {}) } },
     { type: 'file', path: '/mayfly/package.json', mode: 0o644, source: { kind: 'text', text: '{"type":"module"}\n' } },
     ...fileInputs.map(
       (f): CpioEntry => ({
@@ -549,7 +565,7 @@ export async function ensureImage(opts: EnsureImageOptions): Promise<GuestImage>
         kernelPackage: kernel.packageName,
         vmlinux: vmlinuxSha,
         // Only for tinyx, so Debian images keep the ids they had.
-        ...(kernelKind === 'tinyx' ? { kernelKind, bootArgs } : {}),
+        ...(kernelKind === 'tinyx' ? { kernelKind, bootArgs, machineOptions } : {}),
         inputs,
       }),
     ).slice(0, 32);
@@ -614,7 +630,7 @@ export async function ensureImage(opts: EnsureImageOptions): Promise<GuestImage>
           packageVersion: kernel.packageVersion,
           release: kernel.release,
           sha256: vmlinuxSha,
-          ...(kernelKind === 'tinyx' ? { kind: kernelKind, bootArgs } : {}),
+          ...(kernelKind === 'tinyx' ? { kind: kernelKind, bootArgs, machineOptions } : {}),
         },
         sizes: { kernelBytes, initrdBytes: result.initrdBytes, rootfsBytes: result.rootfsBytes },
         initrdSha256: result.sha256,
@@ -666,7 +682,7 @@ export function formatImageReport(img: GuestImage): string {
   const ratio = img.sizes.rootfsBytes ? ((100 * img.sizes.initrdBytes) / img.sizes.rootfsBytes).toFixed(0) : '?';
   return [
     `image ${img.imageId} (${img.builtNow ? 'built now' : 'cached'})`,
-    `  kernel  ${img.kernelRelease} (${img.kernelKind ?? 'debian'})  ${mib(img.sizes.kernelBytes)} MiB  ${img.kernelPath}${img.kernelArgs?.length ? `  args: ${img.kernelArgs.join(' ')}` : ''}`,
+    `  kernel  ${img.kernelRelease} (${img.kernelKind ?? 'debian'})  ${mib(img.sizes.kernelBytes)} MiB  ${img.kernelPath}${img.kernelArgs?.length ? `  args: ${img.kernelArgs.join(' ')}` : ''}${img.machineOptions?.length ? `  machine: ${img.machineOptions.join(',')}` : ''}`,
     `  initrd  ${img.compression}  ${mib(img.sizes.initrdBytes)} MiB (${ratio}% of ${mib(img.sizes.rootfsBytes)} MiB rootfs)  ${img.initrdPath}`,
     `  files   ${img.files.length} entries; guest needs >= ${MIN_GUEST_MEMORY_MIB} MiB RAM`,
   ].join('\n');

@@ -24,6 +24,7 @@ import { existsSync } from 'node:fs';
 import { copyFile, mkdir, open, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { readElf } from './elf.js';
 import { run } from './kernel.js';
 
 /** Debian's source package of the guest kernel and where it puts the tarball. */
@@ -43,13 +44,16 @@ export const MICROVM_FRAGMENT = path.join(KERNEL_INFRA_DIR, 'tinyx-microvm.fragm
 export const SHIPPED_CONFIG = path.join(KERNEL_INFRA_DIR, 'tinyx-microvm.config');
 
 /**
- * QEMU 7.2 microvm describes its virtio-mmio transports only in ACPI tables;
- * with `acpi=off` it appends `virtio_mmio.device=512@0xfeb00e00:12` itself
- * (measured). A kernel without ACPI gets the same line from us: the driver's
- * device set is fixed (one virtio-serial-device, which QEMU plugs on the last
- * of its eight 512-byte transports from 0xfeb00000, IRQ 12).
+ * How a kernel without ACPI finds its virtio-mmio device on QEMU 7.2 microvm
+ * (measured, see the README): with ACPI on (microvm's default) the transports
+ * are described only in ACPI tables and their interrupts are routed through a
+ * second IOAPIC (`ioapic2`, GSI 24+) that the MP table does not list, so a
+ * kernel without ACPI registers the device from a `virtio_mmio.device=` argument
+ * but never gets its interrupts and /dev/hvc0 never appears. With `acpi=off`
+ * QEMU drops ioapic2 and appends `virtio_mmio.device=512@0xfeb00e00:12` to the
+ * command line itself. So such a kernel needs the machine option, no argument.
  */
-export const MICROVM_VIRTIO_MMIO_ARG = 'virtio_mmio.device=512@0xfeb00e00:12';
+export const MICROVM_NO_ACPI_MACHINE_OPTION = 'acpi=off';
 
 export interface KernelBuildProgress {
   step: string;
@@ -84,8 +88,16 @@ export interface BuiltKernel {
   vmlinuxPath: string;
   configPath: string;
   vmlinuxBytes: number;
-  /** Arguments the kernel needs on its command line (virtio_mmio.device= when it has no ACPI). */
+  /**
+   * Bytes QEMU copies into guest RAM (sum of the PT_LOAD segments' file sizes).
+   * The file itself is padded to 2 MiB segment alignment, so its size hides
+   * most differences between configs; this does not.
+   */
+  loadBytes: number;
+  /** Arguments the kernel needs on its command line (none so far; derived from the config). */
   bootArgs: string[];
+  /** QEMU microvm options the kernel needs (`acpi=off` without CONFIG_ACPI; derived from the config). */
+  machineOptions: string[];
   /** Wall time of the build that made it (0 when unknown). */
   buildMs: number;
   /** True when this call found it in the cache. */
@@ -101,7 +113,6 @@ interface KernelMetaFile {
   release: string;
   configHash: string;
   vmlinuxBytes: number;
-  bootArgs: string[];
   buildMs: number;
   objectsCompiled: number;
   createdAt: string;
@@ -204,12 +215,11 @@ export function fragmentMismatches(fragmentText: string, finalConfig: string): s
   return out;
 }
 
-/** Boot arguments a kernel of this config needs on QEMU microvm. */
-export function bootArgsFor(config: string): string[] {
+/** What a kernel of this config needs from QEMU microvm: machine options and command line arguments. */
+export function microvmNeeds(config: string): { machineOptions: string[]; bootArgs: string[] } {
   const c = parseKconfig(config);
   const on = (k: string) => (c.get(k) ?? 'n') !== 'n';
-  // Without ACPI the kernel learns of the virtio-mmio transport only from the command line.
-  return !on('CONFIG_ACPI') && on('CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES') ? [MICROVM_VIRTIO_MMIO_ARG] : [];
+  return { machineOptions: on('CONFIG_ACPI') ? [] : [MICROVM_NO_ACPI_MACHINE_OPTION], bootArgs: [] };
 }
 
 // ---------------------------------------------------------------------------
@@ -302,11 +312,27 @@ export interface BuildTree {
   root: string;
   src: string;
   out: string;
+  /** <cacheDir>/ccache: compiler cache of the kernel builds (used when ccache is installed). */
+  ccacheDir: string;
 }
 
 export function buildTreeFor(cacheDir: string, source: KernelSource): BuildTree {
   const root = path.join(path.resolve(cacheDir), 'kernel-build', `${source.packageName}_${source.version}`);
-  return { root, src: path.join(root, 'src'), out: path.join(root, 'out') };
+  return { root, src: path.join(root, 'src'), out: path.join(root, 'out'), ccacheDir: path.join(path.resolve(cacheDir), 'ccache') };
+}
+
+let ccachePath: Promise<string | undefined> | undefined;
+/**
+ * ccache, when installed: the elimination loop flips options back and forth and
+ * a flip of a widely included option (AIO, RSEQ: mm_types.h, sched.h) recompiles
+ * most of the tree; with ccache the way back is cache hits.
+ */
+function findCcache(): Promise<string | undefined> {
+  ccachePath ??= run('ccache', ['--version'], { timeoutMs: 10_000 }).then(
+    (r) => (r.code === 0 ? 'ccache' : undefined),
+    () => undefined,
+  );
+  return ccachePath;
 }
 
 /** Extracts the tarball once per source version (temp directory + rename). */
@@ -330,16 +356,27 @@ async function ensureSourceTree(tree: BuildTree, source: KernelSource, progress:
   }
 }
 
-/** Runs make in the tree (ARCH=x86_64, O=out), niced; `onLine` sees every output line. */
-function make(
+/** Runs make in the tree (ARCH=x86_64, O=out, CC="ccache gcc" when ccache exists), niced; `onLine` sees every output line. */
+async function make(
   tree: BuildTree,
   args: string[],
   opts: { nice: number; onLine?: (line: string) => void; timeoutMs?: number },
 ): Promise<{ code: number | null; tail: string }> {
+  const ccache = await findCcache();
   return new Promise((resolve, reject) => {
-    const child = spawn('nice', ['-n', String(opts.nice), 'make', '-C', tree.src, `O=${tree.out}`, 'ARCH=x86_64', ...args], {
+    const cc = ccache ? ['CC=ccache gcc'] : [];
+    const child = spawn('nice', ['-n', String(opts.nice), 'make', '-C', tree.src, `O=${tree.out}`, 'ARCH=x86_64', ...cc, ...args], {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, LC_ALL: 'C', KBUILD_BUILD_USER: 'mayfly', KBUILD_BUILD_HOST: 'tinyx' },
+      env: {
+        ...process.env,
+        LC_ALL: 'C',
+        KBUILD_BUILD_USER: 'mayfly',
+        KBUILD_BUILD_HOST: 'tinyx',
+        CCACHE_DIR: tree.ccacheDir,
+        CCACHE_MAXSIZE: '2G',
+        // The build tree's absolute path is stable, but this keeps hits across source versions' trees too.
+        CCACHE_BASEDIR: tree.root,
+      },
     });
     let tail = '';
     let partial = '';
@@ -408,18 +445,30 @@ async function inputKey(source: KernelSource, input: KernelConfigInput): Promise
   return sha256(parts.join('\0'));
 }
 
-async function readKernelDir(dir: string): Promise<KernelMetaFile | undefined> {
+type KernelDir = KernelMetaFile & { needs: { machineOptions: string[]; bootArgs: string[] }; loadBytes: number };
+
+/** Sum of PT_LOAD file sizes of an ELF kernel. */
+export async function elfLoadBytes(vmlinux: string): Promise<number> {
+  const elf = await readElf(vmlinux);
+  return elf.segments.filter((seg) => seg.type === 1).reduce((n, seg) => n + seg.filesz, 0);
+}
+
+async function readKernelDir(dir: string): Promise<KernelDir | undefined> {
   try {
     const meta = JSON.parse(await readFile(path.join(dir, 'kernel.json'), 'utf8')) as KernelMetaFile;
     if ((await stat(path.join(dir, 'vmlinux'))).size !== meta.vmlinuxBytes) return undefined;
-    await stat(path.join(dir, 'config'));
-    return meta;
+    // Derived from the config on every read: a better rule needs no rebuild.
+    return {
+      ...meta,
+      needs: microvmNeeds(await readFile(path.join(dir, 'config'), 'utf8')),
+      loadBytes: await elfLoadBytes(path.join(dir, 'vmlinux')),
+    };
   } catch {
     return undefined;
   }
 }
 
-function toBuilt(dir: string, meta: KernelMetaFile, cached: boolean, elapsedMs: number): BuiltKernel {
+function toBuilt(dir: string, meta: KernelDir, cached: boolean, elapsedMs: number): BuiltKernel {
   return {
     id: meta.id,
     sourcePackage: meta.sourcePackage,
@@ -429,7 +478,9 @@ function toBuilt(dir: string, meta: KernelMetaFile, cached: boolean, elapsedMs: 
     vmlinuxPath: path.join(dir, 'vmlinux'),
     configPath: path.join(dir, 'config'),
     vmlinuxBytes: meta.vmlinuxBytes,
-    bootArgs: [...meta.bootArgs],
+    loadBytes: meta.loadBytes,
+    bootArgs: [...meta.needs.bootArgs],
+    machineOptions: [...meta.needs.machineOptions],
     buildMs: meta.buildMs,
     cached,
     elapsedMs,
@@ -469,9 +520,13 @@ export async function resolveKernelConfig(opts: KernelBuildOptions): Promise<{ s
     progress({ step: 'configure', detail: opts.config.kind === 'tinyconfig' ? `tinyconfig + ${opts.config.fragments.map((f) => path.basename(f)).join(' + ')}` : `olddefconfig of ${opts.config.path ?? 'the given config'}` });
     const config = await resolveInTree(tree, opts.config, opts.nice ?? 10);
     await mkdir(memoDir, { recursive: true });
-    const tmp = `${memoPath}.tmp-${tmpSuffix()}`;
-    await writeFile(tmp, config);
-    await rename(tmp, memoPath);
+    // olddefconfig is idempotent: the result resolves to itself, so building it needs no second make run.
+    const selfKey = await inputKey(source, { kind: 'config', text: config });
+    for (const p of new Set([memoPath, path.join(memoDir, `${selfKey.slice(0, 32)}.config`)])) {
+      const tmp = `${p}.tmp-${tmpSuffix()}`;
+      await writeFile(tmp, config);
+      await rename(tmp, p);
+    }
     return { source, config };
   } finally {
     await unlock();
@@ -531,6 +586,7 @@ export async function buildKernel(opts: KernelBuildOptions): Promise<BuiltKernel
     } catch {
       /* first build */
     }
+    const cold = !existsSync(path.join(tree.out, 'vmlinux'));
     const tb = Date.now();
     let compiled = 0;
     let last = '';
@@ -541,7 +597,7 @@ export async function buildKernel(opts: KernelBuildOptions): Promise<BuiltKernel
       lastReport = now;
       const elapsed = now - tb;
       let eta = '';
-      if (fullObjects > 0 && compiled > 20) {
+      if (fullObjects > compiled && compiled > 20) {
         const left = Math.max(0, fullObjects - compiled);
         eta = `, ~${fmtDuration((elapsed / compiled) * left)} left if this is a full build (${fullObjects} objects)`;
       }
@@ -568,7 +624,8 @@ export async function buildKernel(opts: KernelBuildOptions): Promise<BuiltKernel
     }
     if (r.code !== 0) throw new Error(`make vmlinux failed (exit ${r.code}):\n${r.tail.trim().split('\n').slice(-15).join('\n')}`);
     const buildMs = Date.now() - tb;
-    if (compiled > fullObjects) await writeFile(statsPath, JSON.stringify({ fullObjects: compiled }) + '\n');
+    // A build from an empty tree counts every object: the yardstick of later estimates.
+    if (cold || compiled > fullObjects) await writeFile(statsPath, JSON.stringify({ fullObjects: Math.max(compiled, cold ? 0 : fullObjects) }) + '\n');
     const rel = await run('make', ['-s', '-C', tree.src, `O=${tree.out}`, 'ARCH=x86_64', 'kernelrelease']);
     const release = rel.stdout.trim().split('\n').pop() ?? '';
     if (rel.code !== 0 || !release) throw new Error(`make kernelrelease failed: ${rel.stderr.trim()}`);
@@ -590,7 +647,6 @@ export async function buildKernel(opts: KernelBuildOptions): Promise<BuiltKernel
         release,
         configHash: hash,
         vmlinuxBytes: (await stat(path.join(tmp, 'vmlinux'))).size,
-        bootArgs: bootArgsFor(config),
         buildMs,
         objectsCompiled: compiled,
         createdAt: new Date().toISOString(),

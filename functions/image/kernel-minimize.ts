@@ -9,6 +9,10 @@
  * after each step to <cacheDir>/tinyx-minimize/<key>.json, keyed by the start
  * config, the candidate list and the test; a rerun continues where it stopped,
  * a finished run just returns its result. Progress lines carry an ETA.
+ *
+ * An option another option selects cannot go before that one does ("forced-on");
+ * such options get a second pass once the first is through, so the order of the
+ * candidate list matters less.
  */
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
@@ -50,12 +54,15 @@ export type StepStatus =
 
 export interface MinimizeStep {
   option: string;
+  /** 1, or 2 for the retry of options that were forced on in pass 1 (what selected them may be gone now). */
+  pass?: 1 | 2;
   status: StepStatus;
   /** Every option olddefconfig changed when this one went off (dependents), before -> after. */
   changed: Record<string, [string, string]>;
   triedConfigHash?: string;
-  /** The kernel that was tried. */
+  /** The kernel that was tried: file size, and bytes loaded into the guest. */
   vmlinuxBytes?: number;
+  loadBytes?: number;
   bootMs?: number;
   buildMs?: number;
   buildCached?: boolean;
@@ -72,7 +79,7 @@ export interface MinimizeState {
   candidates: string[];
   /** The accepted config so far (full .config text). */
   current: string;
-  baseline?: { configHash: string; vmlinuxBytes: number; bootMs?: number; release: string };
+  baseline?: { configHash: string; vmlinuxBytes: number; loadBytes?: number; bootMs?: number; release: string };
   steps: MinimizeStep[];
   startedAt: string;
   updatedAt: string;
@@ -187,62 +194,89 @@ export async function minimizeKernel(opts: MinimizeOptions): Promise<MinimizeRes
     const k = await build({ kind: 'config', text: state.current });
     const t = await opts.test(k);
     if (!t.ok) throw new Error(`the start config fails the test, nothing to minimize from: ${t.detail}`);
-    state.baseline = { configHash: k.configHash, vmlinuxBytes: k.vmlinuxBytes, release: k.release, ...(t.bootMs !== undefined ? { bootMs: t.bootMs } : {}) };
+    state.baseline = {
+      configHash: k.configHash,
+      vmlinuxBytes: k.vmlinuxBytes,
+      loadBytes: k.loadBytes,
+      release: k.release,
+      ...(t.bootMs !== undefined ? { bootMs: t.bootMs } : {}),
+    };
     await saveState(statePath, state);
-    say(`minimize: baseline ok: vmlinux ${(k.vmlinuxBytes / 1048576).toFixed(2)} MiB, boot ${t.bootMs?.toFixed(0) ?? '?'} ms`);
+    say(`minimize: baseline ok: vmlinux ${(k.vmlinuxBytes / 1048576).toFixed(2)} MiB (${(k.loadBytes / 1048576).toFixed(2)} MiB loaded), boot ${t.bootMs?.toFixed(0) ?? '?'} ms`);
   }
 
-  const decided = new Set(state.steps.map((s) => s.option));
-  const todo = candidates.filter((c) => !decided.has(c));
+  const decidedIn = (pass: 1 | 2) => new Set(state!.steps.filter((s) => (s.pass ?? 1) === pass).map((s) => s.option));
+  const pass1 = candidates.filter((c) => !decidedIn(1).has(c));
   const runStarted = Date.now();
   let doneThisRun = 0;
-  for (const option of todo) {
-    const t0 = Date.now();
-    const index = state.steps.length + 1;
-    const eta =
-      doneThisRun > 0 ? `, ETA ~${fmtDuration(((Date.now() - runStarted) / doneThisRun) * (candidates.length - state.steps.length))}` : '';
-    say(`minimize: [${index}/${candidates.length}] ${option}${eta}`);
-    const record = async (s: Omit<MinimizeStep, 'option' | 'stepMs' | 'at'>) => {
-      const step: MinimizeStep = { option, ...s, stepMs: Date.now() - t0, at: new Date().toISOString() };
-      state!.steps.push(step);
-      await saveState(statePath, state!);
-      doneThisRun++;
-      say(`minimize: [${index}/${candidates.length}] ${option}: ${step.status}${step.detail ? ` (${step.detail})` : ''} in ${fmtDuration(step.stepMs)}`);
-    };
-
-    if (optionValue(state.current, option) === 'n') {
-      await record({ status: 'already-off', changed: {}, detail: 'not on in the current config' });
-      continue;
+  const runPass = async (pass: 1 | 2, todo: string[], total: () => number) => {
+    for (const option of todo) {
+      const t0 = Date.now();
+      const index = state!.steps.length + 1;
+      const left = total() - state!.steps.length;
+      const eta = doneThisRun > 0 ? `, ETA ~${fmtDuration(((Date.now() - runStarted) / doneThisRun) * left)}` : '';
+      say(`minimize: [${index}/${total()}] ${option}${pass === 2 ? ' (pass 2)' : ''}${eta}`);
+      const record = async (st: Omit<MinimizeStep, 'option' | 'stepMs' | 'at' | 'pass'>) => {
+        const step: MinimizeStep = { option, pass, ...st, stepMs: Date.now() - t0, at: new Date().toISOString() };
+        state!.steps.push(step);
+        await saveState(statePath, state!);
+        doneThisRun++;
+        say(`minimize: [${index}/${total()}] ${option}: ${step.status}${step.detail ? ` (${step.detail})` : ''} in ${fmtDuration(step.stepMs)}`);
+      };
+      await tryOption(option, record);
     }
-    const tried = await resolve({ kind: 'config', text: setOptions(state.current, { [option]: 'n' }) });
-    const changed = Object.fromEntries(diffConfigs(state.current, tried));
+  };
+  const tryOption = async (option: string, record: (st: Omit<MinimizeStep, 'option' | 'stepMs' | 'at' | 'pass'>) => Promise<void>) => {
+    if (optionValue(state!.current, option) === 'n') {
+      await record({ status: 'already-off', changed: {}, detail: 'not on in the current config' });
+      return;
+    }
+    const tried = await resolve({ kind: 'config', text: setOptions(state!.current, { [option]: 'n' }) });
+    const changed = Object.fromEntries(diffConfigs(state!.current, tried));
     if (optionValue(tried, option) !== 'n') {
       await record({ status: 'forced-on', changed, detail: `olddefconfig keeps it ${optionValue(tried, option)} (selected or required by another option)` });
-      continue;
+      return;
     }
     let kernel: BuiltKernel;
     try {
       kernel = await build({ kind: 'config', text: tried });
     } catch (err) {
       await record({ status: 'build-failed', changed, triedConfigHash: configHash(tried), detail: (err as Error).message.split('\n').slice(-3).join(' / ') });
-      continue;
+      return;
     }
     const t = await opts.test(kernel).catch((err: unknown): KernelTestResult => ({ ok: false, detail: `test threw: ${(err as Error).message}` }));
     const common = {
       changed,
       triedConfigHash: kernel.configHash,
       vmlinuxBytes: kernel.vmlinuxBytes,
+      loadBytes: kernel.loadBytes,
       buildMs: kernel.cached ? 0 : kernel.elapsedMs,
       buildCached: kernel.cached,
       ...(t.bootMs !== undefined ? { bootMs: t.bootMs } : {}),
       detail: t.detail,
     };
     if (t.ok) {
-      state.current = tried;
+      state!.current = tried;
       await record({ status: 'removed', ...common });
     } else {
       await record({ status: 'kept', ...common });
     }
+  };
+  // Pass 2 candidates: forced on in pass 1 while something was removed after them.
+  const pass2Todo = () => {
+    const p1 = state!.steps.filter((s) => (s.pass ?? 1) === 1);
+    const done2 = decidedIn(2);
+    return p1
+      .filter((s, i) => s.status === 'forced-on' && p1.slice(i + 1).some((l) => l.status === 'removed') && !done2.has(s.option))
+      .map((s) => s.option);
+  };
+  const total = () => candidates.length + pass2Todo().length + decidedIn(2).size;
+  await runPass(1, pass1, total);
+  const retry = pass2Todo();
+  if (retry.length) {
+    say(`minimize: pass 2: ${retry.length} options that were forced on: ${retry.map((o) => o.replace(/^CONFIG_/, '')).join(' ')}`);
+    const fixedTotal = state.steps.length + retry.length;
+    await runPass(2, retry, () => fixedTotal);
   }
   if (!state.finishedAt) {
     state.finishedAt = new Date().toISOString();
@@ -280,25 +314,27 @@ export function reportMarkdown(state: MinimizeState, title = 'Tinyx kernel minim
     '',
   );
   if (b) {
+    const loaded = (x?: number) => (x !== undefined ? `${(x / MiB).toFixed(2)} MiB` : '?');
     lines.push(
-      `vmlinux ${(b.vmlinuxBytes / MiB).toFixed(2)} MiB -> ${((last?.vmlinuxBytes ?? b.vmlinuxBytes) / MiB).toFixed(2)} MiB; ` +
+      `Kernel loaded into the guest (PT_LOAD bytes) ${loaded(b.loadBytes)} -> ${loaded(last?.loadBytes ?? b.loadBytes)}; ` +
+        `vmlinux file ${(b.vmlinuxBytes / MiB).toFixed(2)} MiB -> ${((last?.vmlinuxBytes ?? b.vmlinuxBytes) / MiB).toFixed(2)} MiB (2 MiB-aligned segments); ` +
         `boot to ready ${b.bootMs?.toFixed(0) ?? '?'} ms -> ${last?.bootMs?.toFixed(0) ?? b.bootMs?.toFixed(0) ?? '?'} ms ` +
         `(single boots under TCG on a shared machine: noisy, see the benchmark for medians).`,
       '',
     );
   }
-  lines.push('| # | option | result | also changed by olddefconfig | vmlinux after | boot ms | build | step |', '|---|---|---|---|---|---|---|---|');
+  lines.push('| # | option | result | also changed by olddefconfig | loaded after | boot ms | build | step |', '|---|---|---|---|---|---|---|---|');
   state.steps.forEach((s, i) => {
     const also = Object.entries(s.changed)
       .filter(([k]) => k !== s.option)
       .map(([k, [a, z]]) => `${k.replace(/^CONFIG_/, '')} ${a}→${z}`);
-    const size = s.status === 'removed' && s.vmlinuxBytes ? `${(s.vmlinuxBytes / MiB).toFixed(2)} MiB` : '';
+    const size = s.status === 'removed' && (s.loadBytes ?? s.vmlinuxBytes) ? `${((s.loadBytes ?? s.vmlinuxBytes)! / MiB).toFixed(3)} MiB` : '';
     const boot = s.bootMs !== undefined ? s.bootMs.toFixed(0) : '';
     const build = s.buildCached ? 'cached' : s.buildMs ? fmtDuration(s.buildMs) : '';
     const result = s.status === 'removed' ? '**removed**' : s.status;
     const detail = s.status === 'removed' || !s.detail ? '' : ` (${s.detail.replace(/\|/g, '\\|').slice(0, 160)})`;
     lines.push(
-      `| ${i + 1} | ${s.option.replace(/^CONFIG_/, '')} | ${result}${detail} | ${also.slice(0, 12).join(', ')}${also.length > 12 ? ` …+${also.length - 12}` : ''} | ${size} | ${boot} | ${build} | ${fmtDuration(s.stepMs)} |`,
+      `| ${i + 1} | ${s.option.replace(/^CONFIG_/, '')}${s.pass === 2 ? ' (pass 2)' : ''} | ${result}${detail} | ${also.slice(0, 12).join(', ')}${also.length > 12 ? ` …+${also.length - 12}` : ''} | ${size} | ${boot} | ${build} | ${fmtDuration(s.stepMs)} |`,
     );
   });
   lines.push('');

@@ -45,6 +45,8 @@ export interface InvocationTestOptions {
   /** Boot timeout for candidate kernels (a kernel that hangs fails after this). */
   bootTimeoutMs?: number;
   onProgress?: (line: string) => void;
+  /** Told which accelerator the VmHost resolved. */
+  onAccel?: (accel: 'kvm' | 'tcg') => void;
 }
 
 /** One boot + one invocation of INVOCATION_TEST_HANDLER on `kernel`. */
@@ -66,6 +68,7 @@ export async function runInvocationTest(kernel: BuiltKernel, opts: InvocationTes
       },
       { kernel: { tinyx: kernel }, ...(opts.compression ? { compression: opts.compression } : {}) },
     );
+    opts.onAccel?.(host.driver.accel as 'kvm' | 'tcg');
     const body = `tinyx-${randomBytes(4).toString('hex')}`;
     const { outcome, timings } = await host.runOnce(
       { functionName: 'tinyx-probe', code: INVOCATION_TEST_HANDLER, handler: 'handler', env: {}, memoryLimitInMB: 128 },
@@ -92,6 +95,16 @@ export async function runInvocationTest(kernel: BuiltKernel, opts: InvocationTes
   }
 }
 
+/**
+ * The test as a KernelTest. The accelerator is resolved once (on the first
+ * kernel) and reused: with MAYFLY_ACCEL=auto every new kernel would otherwise
+ * pay for its own KVM probe boot.
+ */
 export function invocationTest(opts: InvocationTestOptions): KernelTest {
-  return (kernel) => runInvocationTest(kernel, opts);
+  let accel: 'kvm' | 'tcg' | undefined;
+  return async (kernel) => {
+    const config: MayflyConfig = accel ? { ...opts.config, MAYFLY_ACCEL: accel } : opts.config;
+    const r = await runInvocationTest(kernel, { ...opts, config, onAccel: (a) => (accel ??= a) });
+    return r;
+  };
 }

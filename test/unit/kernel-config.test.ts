@@ -2,11 +2,10 @@
 import { describe, expect, it } from 'vitest';
 import { initScript } from '../../functions/image/build.js';
 import {
-  bootArgsFor,
   configHash,
   diffConfigs,
   fragmentMismatches,
-  MICROVM_VIRTIO_MMIO_ARG,
+  microvmNeeds,
   normalizeConfig,
   optionName,
   optionValue,
@@ -66,10 +65,9 @@ describe('kconfig text', () => {
     expect(fragmentMismatches('CONFIG_AIO=y\n# CONFIG_SMP is not set\nCONFIG_PVH=y\n', CONFIG)).toEqual(['CONFIG_PVH: wanted y, got n']);
   });
 
-  it('asks for the virtio-mmio device on the command line only without ACPI', () => {
-    expect(bootArgsFor(CONFIG)).toEqual([MICROVM_VIRTIO_MMIO_ARG]);
-    expect(bootArgsFor(setOptions(CONFIG, { ACPI: 'y' }))).toEqual([]);
-    expect(bootArgsFor(setOptions(CONFIG, { VIRTIO_MMIO_CMDLINE_DEVICES: 'n' }))).toEqual([]);
+  it('asks QEMU microvm for acpi=off only when the kernel has no ACPI (ioapic2 would hide the virtio IRQ)', () => {
+    expect(microvmNeeds(CONFIG)).toEqual({ machineOptions: ['acpi=off'], bootArgs: [] });
+    expect(microvmNeeds(setOptions(CONFIG, { ACPI: 'y' }))).toEqual({ machineOptions: [], bootArgs: [] });
   });
 
   it('normalizes option names and candidate lists', () => {
@@ -84,6 +82,9 @@ describe('/init without modules (tinyx: virtio console built in)', () => {
   it('has no insmod loop, and the Debian variant keeps it', () => {
     expect(initScript([])).not.toContain('insmod');
     expect(initScript([])).toContain('exec 3<>/dev/hvc0');
+    // without ACPI, poweroff only halts: the tinyx init ends the VM with a reboot (QEMU -no-reboot)
+    expect(initScript([], { end: 'reboot' })).toContain('/bin/busybox reboot -f');
+    expect(initScript(['virtio'])).toContain('/bin/busybox poweroff -f');
     expect(initScript(['virtio_ring', 'virtio'])).toContain('for m in virtio_ring virtio; do /bin/busybox insmod /lib/modules/$m.ko; done\n# the console');
   });
 });

@@ -52,8 +52,8 @@ function harness(opts: { brokenBuild?: string[]; crashOn?: boolean }) {
     texts.set(configHash(text), text);
     return {
       id: `k-${configHash(text).slice(0, 8)}`, sourcePackage: 'linux-source-6.1', sourceVersion: 't', release: '6.1-t',
-      configHash: configHash(text), vmlinuxPath: '/dev/null', configPath: '/dev/null', vmlinuxBytes: 1000 * on.length,
-      bootArgs: [], buildMs: 1, cached: false, elapsedMs: 1,
+      configHash: configHash(text), vmlinuxPath: '/dev/null', configPath: '/dev/null', vmlinuxBytes: 1000 * on.length, loadBytes: 900 * on.length,
+      bootArgs: [], machineOptions: [], buildMs: 1, cached: false, elapsedMs: 1,
     };
   };
   const test = async (k: BuiltKernel) => {
@@ -88,6 +88,21 @@ describe('minimizeKernel (simulated Kconfig)', () => {
     expect(md).toContain('| 1 | B | **removed** | C y→n |');
     expect(md).toContain('| 3 | D | kept (no D: boot failed)');
     expect(JSON.parse(reportJson(r.state))).toMatchObject({ finalConfigHash: configHash(r.finalConfig), candidates: ['CONFIG_B', 'CONFIG_C', 'CONFIG_D', 'CONFIG_E', 'CONFIG_G'] });
+  });
+
+  it('retries options that were forced on once what selected them is gone (pass 2)', async () => {
+    const h = harness({});
+    const r = await minimizeKernel({
+      cacheDir: h.dir, start: { kind: 'config', text: START }, testId: 't', candidates: ['E', 'F'],
+      resolve: h.resolve, build: h.build, test: h.test,
+    });
+    expect(r.state.steps.map((s) => [s.option, s.pass, s.status])).toEqual([
+      ['CONFIG_E', 1, 'forced-on'],
+      ['CONFIG_F', 1, 'removed'],
+      ['CONFIG_E', 2, 'removed'],
+    ]);
+    expect(r.removed).toEqual(['CONFIG_F', 'CONFIG_E']);
+    expect(reportMarkdown(r.state)).toContain('| 3 | E (pass 2) | **removed**');
   });
 
   it('turns an option back on when the kernel without it does not build', async () => {
