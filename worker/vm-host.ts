@@ -171,15 +171,22 @@ export class VmHost {
     return t;
   }
 
-  /** A clone of the template, restored and paused: `resumeClone` it to run. */
-  async prepareClone(functionMiB: number): Promise<GuestSession> {
-    const t = await this.template(functionMiB);
-    const vm = await this.driver.create({
+  /** What every VM of this host's image starts from: a fresh id, the image's kernel, initrd and machine needs. */
+  private newSpec() {
+    return {
       id: newVmId(),
       kernelPath: this.image.kernelPath,
       initrdPath: this.image.initrdPath,
       kernelArgs: this.image.kernelArgs ?? [],
       machineOptions: this.image.machineOptions ?? [],
+    };
+  }
+
+  /** A clone of the template, restored and paused: `resumeClone` it to run. */
+  async prepareClone(functionMiB: number): Promise<GuestSession> {
+    const t = await this.template(functionMiB);
+    const vm = await this.driver.create({
+      ...this.newSpec(),
       memoryMiB: t.memoryMiB,
       memoryFile: { path: t.ramPath, shared: false },
       incoming: true,
@@ -201,11 +208,7 @@ export class VmHost {
     const memoryMiB = guestMemoryMiB(this.image, functionMiB);
     const t0 = performance.now();
     const vm = await this.driver.create({
-      id: newVmId(),
-      kernelPath: this.image.kernelPath,
-      initrdPath: this.image.initrdPath,
-      kernelArgs: this.image.kernelArgs ?? [],
-      machineOptions: this.image.machineOptions ?? [],
+      ...this.newSpec(),
       memoryMiB,
       memoryFile: { path: ramPath, shared: true },
     });
@@ -225,11 +228,7 @@ export class VmHost {
   /** A VM for a function with `functionMiB` of memory, prepared (paused, nothing run yet). */
   async prepare(functionMiB: number): Promise<GuestSession> {
     const vm = await this.driver.create({
-      id: newVmId(),
-      kernelPath: this.image.kernelPath,
-      initrdPath: this.image.initrdPath,
-      kernelArgs: this.image.kernelArgs ?? [],
-      machineOptions: this.image.machineOptions ?? [],
+      ...this.newSpec(),
       memoryMiB: guestMemoryMiB(this.image, functionMiB),
     });
     return new GuestSession(this.driver, vm, this.limits);
