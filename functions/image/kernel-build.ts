@@ -424,7 +424,11 @@ async function resolveInTree(tree: BuildTree, input: KernelConfigInput, nice: nu
     await writeFile(dotConfig, text);
     await makeOrThrow(tree, ['olddefconfig'], nice);
     const final = await readFile(dotConfig, 'utf8');
-    const bad = fragments.flatMap((f) => fragmentMismatches(f, final));
+    // Later fragments override earlier ones: check the merged request.
+    const merged = [...new Map(fragments.flatMap((f) => [...parseKconfig(f)])).entries()]
+      .map(([k, v]) => (v === 'n' ? `# ${k} is not set` : `${k}=${v}`))
+      .join('\n');
+    const bad = fragmentMismatches(merged, final);
     if (bad.length) throw new Error(`the kernel config fragments ask for values Kconfig refused: ${bad.join('; ')}`);
     return final;
   }

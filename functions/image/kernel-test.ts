@@ -3,8 +3,11 @@
  * node runtime image on that kernel, boot it in a fresh QEMU microvm through the
  * same VmHost the worker uses, and run a real function invocation that touches
  * what functions commonly need (timers, crypto randomness, /tmp files, zlib,
- * a worker thread, the guest's kernel release). Any failure (no boot, crash,
- * timeout, wrong answer) fails the kernel.
+ * a worker thread, a child process, the guest's kernel release). Any failure
+ * (no boot, crash, timeout, wrong answer) fails the kernel.
+ *
+ * What the handler does not exercise, the elimination may remove: extend it
+ * (and bump INVOCATION_TEST_ID, which keys the saved runs) when functions need more.
  */
 import os from 'node:os';
 import path from 'node:path';
@@ -16,7 +19,7 @@ import type { BuiltKernel } from './kernel-build.js';
 import type { KernelTest, KernelTestResult } from './kernel-minimize.js';
 import type { Compression } from './build.js';
 
-export const INVOCATION_TEST_ID = 'node-invocation-v1';
+export const INVOCATION_TEST_ID = 'node-invocation-v2';
 
 export const INVOCATION_TEST_HANDLER = `
 import os from 'node:os';
@@ -24,6 +27,7 @@ import fs from 'node:fs';
 import zlib from 'node:zlib';
 import crypto from 'node:crypto';
 import { Worker } from 'node:worker_threads';
+import { execFileSync } from 'node:child_process';
 export async function handler(event) {
   await new Promise((r) => setTimeout(r, 5));
   fs.writeFileSync('/tmp/probe.txt', event.body);
@@ -35,7 +39,9 @@ export async function handler(event) {
     w.once('message', resolve);
     w.once('error', reject);
   });
-  return { echo: z, rnd: rnd.length, thread: fromThread, release: os.release() };
+  // child stdio pipes are AF_UNIX socketpairs in libuv
+  const child = execFileSync('/bin/busybox', ['echo', 'child'], { encoding: 'utf8' }).trim();
+  return { echo: z, rnd: rnd.length, thread: fromThread, child, release: os.release() };
 }
 `;
 
@@ -79,8 +85,8 @@ export async function runInvocationTest(kernel: BuiltKernel, opts: InvocationTes
       },
     );
     if (!outcome.ok) return { ok: false, bootMs: timings.bootMs, detail: `handler failed: ${outcome.error.message}` };
-    const v = outcome.value as { echo?: string; rnd?: number; thread?: number; release?: string };
-    const want = { echo: body, rnd: 32, thread: 42, release: kernel.release };
+    const v = outcome.value as { echo?: string; rnd?: number; thread?: number; child?: string; release?: string };
+    const want = { echo: body, rnd: 32, thread: 42, child: 'child', release: kernel.release };
     for (const [k, w] of Object.entries(want)) {
       if ((v as Record<string, unknown>)[k] !== w) {
         return { ok: false, bootMs: timings.bootMs, detail: `wrong ${k}: ${JSON.stringify((v as Record<string, unknown>)[k])} (wanted ${JSON.stringify(w)})` };
