@@ -9,7 +9,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { loadConfig, PROJECT_ROOT } from '../contracts/config.js';
+import { loadConfig } from '../contracts/config.js';
 import { ensureImage, formatImageReport, type Compression, type KernelChoice } from '../functions/image/build.js';
 import {
   baseTinyxConfig,
@@ -21,12 +21,14 @@ import {
 } from '../functions/image/kernel-build.js';
 import { minimizeKernel, parseCandidates, reportJson, reportMarkdown } from '../functions/image/kernel-minimize.js';
 import { INVOCATION_TEST_ID, invocationTest } from '../functions/image/kernel-test.js';
-import { discoverRuntime, formatRuntimeFiles, RUNTIME_RECIPES, staticBinaryRecipe } from '../functions/image/runtime-deps.js';
+import { discoverRuntime, formatRuntimeFiles, recipeFor, RUNTIME_RECIPES, staticBinaryRecipe } from '../functions/image/runtime-deps.js';
+import { imageOptions } from '../functions/image/image-options.js';
 import { printProgress } from './progress.js';
 
 export const IMAGE_USAGE = `usage:
-  mayfly image build [--kernel debian|tinyx] [--compression lz4|gzip|zstd|none]
-      Build (or find in the cache) the node guest image; default kernel MAYFLY_GUEST_KERNEL.
+  mayfly image build [--kernel debian|tinyx] [--compression lz4|gzip|zstd|none] [--runtime python3|binary:/PATH ...]
+      Build (or find in the cache) the node guest image; default kernel MAYFLY_GUEST_KERNEL,
+      extra runtimes MAYFLY_IMAGE_RUNTIMES (each --runtime adds one and replaces that default).
   mayfly image kernel [--config FILE | --base]
       Build (or find) a tinyx kernel: the shipped infra/kernel/tinyx-microvm.config by default,
       --base for tinyconfig + infra/kernel/tinyx-microvm.fragment, --config for any full config.
@@ -67,21 +69,15 @@ export async function imageCommand(args: string[]): Promise<number> {
 }
 
 async function buildCmd(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { kernel: { type: 'string' }, compression: { type: 'string' } } });
+  const { values } = parseArgs({ args, options: { kernel: { type: 'string' }, compression: { type: 'string' }, runtime: { type: 'string', multiple: true } } });
   const config = loadConfig();
   const kernel = (values.kernel ?? config.MAYFLY_GUEST_KERNEL) as KernelChoice;
   if (kernel !== 'debian' && kernel !== 'tinyx') throw new Error('--kernel must be debian or tinyx');
   const compression = (values.compression ?? config.MAYFLY_IMAGE_COMPRESSION) as Compression;
+  const runtimes = values.runtime ?? config.MAYFLY_IMAGE_RUNTIMES;
+  for (const r of runtimes) recipeFor(r); // a clear error before any work
   const t0 = performance.now();
-  const image = await ensureImage({
-    runtime: 'node',
-    cacheDir: config.MAYFLY_CACHE_DIR,
-    agentDir: path.join(PROJECT_ROOT, 'dist'),
-    compression,
-    kernel,
-    ...(kernel === 'tinyx' && config.MAYFLY_TINYX_CONFIG ? { tinyxConfig: { kind: 'config' as const, path: config.MAYFLY_TINYX_CONFIG } } : {}),
-    onProgress: printProgress,
-  });
+  const image = await ensureImage(imageOptions(config, { kernel, compression, runtimes, onProgress: printProgress }));
   const secs = ((performance.now() - t0) / 1000).toFixed(1);
   process.stdout.write(`${formatImageReport(image)}\n${image.builtNow ? `built in ${secs} s` : `from the cache (${secs} s)`}\n`);
   return 0;

@@ -9,8 +9,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadConfig, PROJECT_ROOT } from '../contracts/config.js';
+import { loadConfig } from '../contracts/config.js';
 import { ensureImage } from '../functions/image/build.js';
+import { imageOptions } from '../functions/image/image-options.js';
 import { startNatsServer, type NatsServerHandle } from '../infra/nats/nats-server.js';
 import { adminPassword } from '../lib/credentials.js';
 import { prometheusSdFile } from '../lib/prometheus-sd.js';
@@ -110,13 +111,7 @@ export async function upCommand(): Promise<number> {
     );
   }
   // Build the image here, in the foreground, so its progress is visible before the worker starts.
-  await ensureImage({
-    runtime: 'node',
-    cacheDir: config.MAYFLY_CACHE_DIR,
-    agentDir: path.join(PROJECT_ROOT, 'dist'),
-    compression: config.MAYFLY_IMAGE_COMPRESSION,
-    onProgress: printProgress,
-  });
+  await ensureImage(imageOptions(config, { onProgress: printProgress }));
   children = [
     { name: 'worker', proc: startChild('worker', env) },
     { name: 'scheduler', proc: startChild('scheduler', env) },

@@ -49,7 +49,18 @@ export const configSchema = z.object({
   MAYFLY_IMAGE_DIR: z.string().optional(),
   /** Write each guest kernel's console to <run dir>/<vm>/console.log (debugging). */
   MAYFLY_GUEST_CONSOLE_LOG: bool.default(false),
-  MAYFLY_IMAGE_COMPRESSION: z.enum(['lz4', 'gzip', 'none']).default('lz4'),
+  /** Initramfs compression: lz4 (default: fastest to unpack under TCG), zstd (smallest), gzip, none. */
+  MAYFLY_IMAGE_COMPRESSION: z.enum(['lz4', 'gzip', 'zstd', 'none']).default('lz4'),
+  /**
+   * Extra runtimes in the guest image next to node, comma-separated recipe
+   * references (functions/image/runtime-deps.ts): `python3` (Debian's
+   * python3-minimal), `binary:/abs/path` (a plain binary, as /usr/bin/<name>).
+   */
+  MAYFLY_IMAGE_RUNTIMES: z
+    .string()
+    .default('')
+    .transform((v) => v.split(',').map((s) => s.trim()).filter(Boolean))
+    .pipe(z.array(z.string().regex(/^(python3|binary:\/[^,\s]+)$/, 'a runtime is python3 or binary:/abs/path')).max(8)),
   /**
    * Guest kernel: `debian` (Debian's cloud kernel + console modules) or `tinyx`
    * (built from linux-source-6.1 with the shipped minimized config; first build takes minutes, then cached).

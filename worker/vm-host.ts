@@ -8,9 +8,10 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { PROJECT_ROOT, type MayflyConfig } from '../contracts/config.js';
+import type { MayflyConfig } from '../contracts/config.js';
 import type { InvocationEvent } from '../contracts/guest-protocol.js';
 import { ensureImage, type GuestImage, type ImageProgress, type KernelChoice } from '../functions/image/build.js';
+import { imageOptions } from '../functions/image/image-options.js';
 import { resolveAccel } from './driver/accel.js';
 import { QemuDriver } from './driver/qemu.js';
 import type { HypervisorDriver, Vm } from './driver/types.js';
@@ -121,15 +122,13 @@ export class VmHost {
     });
     const image = config.MAYFLY_IMAGE_DIR
       ? await loadPrebuiltImage(config.MAYFLY_IMAGE_DIR)
-      : await ensureImage({
-      runtime: 'node',
-      cacheDir: config.MAYFLY_CACHE_DIR,
-      agentDir: path.join(PROJECT_ROOT, 'dist'),
-      compression: opts.compression ?? config.MAYFLY_IMAGE_COMPRESSION,
-      kernel,
-      ...(kernel === 'tinyx' && config.MAYFLY_TINYX_CONFIG ? { tinyxConfig: { kind: 'config' as const, path: config.MAYFLY_TINYX_CONFIG } } : {}),
-      ...(onProgress ? { onProgress } : {}),
-    });
+      : await ensureImage(
+          imageOptions(config, {
+            kernel,
+            ...(opts.compression ? { compression: opts.compression } : {}),
+            ...(onProgress ? { onProgress } : {}),
+          }),
+        );
     onProgress?.({ step: 'guest-kernel', detail: `using ${image.kernelKind ?? 'debian'} kernel ${image.kernelRelease} (image ${image.imageId})` });
     const limits: SessionLimits = {
       ...DEFAULT_SESSION_LIMITS,

@@ -35,6 +35,7 @@ import { readElf } from './elf.js';
 import type { WriteImageResult, WriteImageTask } from './image-worker.js';
 import { ensureKernel, run, type CachedKernel } from './kernel.js';
 import { buildKernel, defaultTinyxConfig, formatKernelProgress, type BuiltKernel, type KernelConfigInput } from './kernel-build.js';
+import { discoverRuntime, recipeFor } from './runtime-deps.js';
 
 /** Bump when the image layout or /init changes in a way the inputs do not capture. */
 export const BUILDER_VERSION = '1';
@@ -79,6 +80,8 @@ export interface GuestImage {
   builtNow: boolean;
   /** 'debian' or 'tinyx' (absent in manifests of older builders: 'debian'). */
   kernelKind?: 'debian' | 'tinyx';
+  /** Extra runtimes shipped next to node (recipe references, e.g. `python3`, `binary:/path`). */
+  runtimes?: string[];
   /** Kernel command line arguments this image's kernel needs. */
   kernelArgs?: string[];
   /** Machine options this image's kernel needs (QEMU microvm: `acpi=off` for a kernel without ACPI). */
@@ -95,12 +98,19 @@ export interface EnsureImageOptions {
   kernel?: KernelChoice;
   /** With kernel 'tinyx': the config to build instead of the shipped one. */
   tinyxConfig?: KernelConfigInput;
+  /**
+   * Extra runtimes to ship next to node and the agent: recipe references
+   * (runtime-deps.ts `recipeFor`: `python3`, `binary:/abs/path`). Their files
+   * (ELF closure + traced start-up files) land at the paths the runtime uses.
+   */
+  runtimes?: string[];
 }
 
 interface Manifest {
   imageId: string;
   builderVersion: string;
   runtime: 'node';
+  runtimes?: string[];
   compression: Compression;
   kernel: {
     packageName: string;
@@ -374,6 +384,7 @@ function toGuestImage(dir: string, m: Manifest, builtNow: boolean): GuestImage {
     compression: m.compression,
     sizes: { ...m.sizes },
     files: [...m.files],
+    runtimes: [...(m.runtimes ?? [])],
     builtNow,
     kernelKind: m.kernel.kind ?? 'debian',
     kernelArgs: [...(m.kernel.bootArgs ?? [])],
@@ -511,6 +522,18 @@ export async function ensureImage(opts: EnsureImageOptions): Promise<GuestImage>
     ...kernel.modules.map((m) => ({ guestPath: `/lib/modules/${m.name}.ko`, hostPath: m.hostPath, mode: 0o644 })),
     ...agent.map((a) => ({ ...a, mode: 0o644 })),
   ];
+  // 2b. extra runtimes: what each recipe's discovery found, minus what is already there (libc, ...)
+  const runtimes = [...new Set(opts.runtimes ?? [])];
+  for (const ref of runtimes) {
+    const found = await discoverRuntime(recipeFor(ref));
+    progress({ step: 'runtime', detail: `${ref}: ${found.files.length} files, ${(found.totalBytes / 1048576).toFixed(1)} MiB${found.traced ? '' : ' (ELF closure only: strace missing)'}` });
+    const have = new Set(fileInputs.map((f) => f.guestPath));
+    for (const f of found.files) {
+      if (have.has(f.guestPath)) continue;
+      const executable = f.reason === 'binary' || f.reason === 'interpreter' || ((await stat(f.hostPath)).mode & 0o111) !== 0;
+      fileInputs.push({ guestPath: f.guestPath, hostPath: f.hostPath, mode: executable ? 0o755 : 0o644 });
+    }
+  }
   const stats = new Map<string, StatKey>();
   for (const f of [...fileInputs.map((i) => i.hostPath), kernel.vmlinuxPath]) {
     if (!stats.has(f)) stats.set(f, await statKey(f));
@@ -564,8 +587,9 @@ export async function ensureImage(opts: EnsureImageOptions): Promise<GuestImage>
         compression,
         kernelPackage: kernel.packageName,
         vmlinux: vmlinuxSha,
-        // Only for tinyx, so Debian images keep the ids they had.
+        // Only for tinyx / extra runtimes, so plain Debian images keep the ids they had.
         ...(kernelKind === 'tinyx' ? { kernelKind, bootArgs, machineOptions } : {}),
+        ...(runtimes.length ? { runtimes } : {}),
         inputs,
       }),
     ).slice(0, 32);
@@ -624,6 +648,7 @@ export async function ensureImage(opts: EnsureImageOptions): Promise<GuestImage>
         imageId,
         builderVersion: BUILDER_VERSION,
         runtime,
+        ...(runtimes.length ? { runtimes } : {}),
         compression,
         kernel: {
           packageName: kernel.packageName,

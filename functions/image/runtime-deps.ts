@@ -83,6 +83,23 @@ export function staticBinaryRecipe(binary: string, guestPath = `/usr/bin/${path.
   return { name: `binary:${path.basename(binary)}`, binary, guestPath };
 }
 
+/**
+ * The recipe a reference names: a key of RUNTIME_RECIPES (`python3`), or
+ * `binary:/abs/path` for a plain binary (shipped as /usr/bin/<name>).
+ * This is the syntax of MAYFLY_IMAGE_RUNTIMES and `mayfly image build --runtime`.
+ */
+export function recipeFor(ref: string): RuntimeRecipe {
+  if (ref.startsWith('binary:')) {
+    const bin = ref.slice('binary:'.length);
+    if (!path.isAbsolute(bin)) throw new Error(`runtime "${ref}": the binary must be an absolute path`);
+    return staticBinaryRecipe(bin);
+  }
+  if (ref === 'node') throw new Error('runtime "node" is always in the image (the agent runs on it): list only extra runtimes');
+  const r = RUNTIME_RECIPES[ref];
+  if (!r) throw new Error(`unknown runtime "${ref}" (known: ${Object.keys(RUNTIME_RECIPES).filter((k) => k !== 'node').join(', ')}, or binary:/abs/path)`);
+  return r;
+}
+
 async function which(name: string): Promise<string> {
   if (name.includes('/')) return path.resolve(name);
   for (const dir of (process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin').split(':')) {

@@ -6,9 +6,17 @@ import { loadConfig } from '../../contracts/config.js';
 import type { InvocationEvent } from '../../contracts/guest-protocol.js';
 import { VmHost } from '../../worker/vm-host.js';
 
-export async function openTestHost(): Promise<{ host: VmHost; runDir: string }> {
+/**
+ * The guest kernels the VM-layer suite runs on: Debian's cloud kernel and the
+ * shipped minimized tinyx kernel (test/helpers/global-setup.ts builds it once
+ * per machine before any test file runs, and prints which kernels were used).
+ */
+export const TEST_KERNELS = ['debian', 'tinyx'] as const;
+export type TestKernel = (typeof TEST_KERNELS)[number];
+
+export async function openTestHost(opts: { kernel?: TestKernel } = {}): Promise<{ host: VmHost; runDir: string }> {
   const runDir = path.join(os.tmpdir(), `mft-${randomBytes(3).toString('hex')}`);
-  const config = loadConfig({ ...process.env, MAYFLY_RUN_DIR: runDir });
+  const config = loadConfig({ ...process.env, MAYFLY_RUN_DIR: runDir, ...(opts.kernel ? { MAYFLY_GUEST_KERNEL: opts.kernel } : {}) });
   return { host: await VmHost.open(config), runDir };
 }
 

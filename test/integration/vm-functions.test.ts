@@ -1,39 +1,41 @@
 /**
  * The VM layer with real QEMU guests: handlers run inside the guest, in every
  * module shape users write, with results, errors, logs, deadlines and
- * pause/unpause. No fake driver anywhere.
+ * pause/unpause. No fake driver anywhere. The whole suite runs on every guest
+ * kernel the project ships (Debian's cloud kernel and the minimized tinyx one).
  */
 import os from 'node:os';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { InvocationError, type GuestSession } from '../../worker/guest-session.js';
 import type { VmHost } from '../../worker/vm-host.js';
 import { childQemuPids, isAlive, socketsUnder } from '../helpers/processes.js';
-import { event, fn, openTestHost } from '../helpers/vm-host.js';
+import { event, fn, openTestHost, TEST_KERNELS } from '../helpers/vm-host.js';
 
-let host: VmHost;
-let runDir: string;
+describe.each(TEST_KERNELS)('a handler in a real VM (%s kernel)', (kernel) => {
+  let host: VmHost;
+  let runDir: string;
 
-beforeAll(async () => {
-  ({ host, runDir } = await openTestHost());
-});
+  beforeAll(async () => {
+    ({ host, runDir } = await openTestHost({ kernel }));
+    expect(host.image.kernelKind).toBe(kernel);
+  });
 
-afterAll(async () => {
-  await host?.close();
-  expect(childQemuPids()).toEqual([]);
-  expect(socketsUnder(runDir)).toEqual([]);
-});
+  afterAll(async () => {
+    await host?.close();
+    expect(childQemuPids()).toEqual([]);
+    expect(socketsUnder(runDir)).toEqual([]);
+  });
 
-afterEach(() => {
-  // runOnce destroys its VM before it returns, failure or not.
-  expect(host.driver.liveVmIds()).toEqual([]);
-  expect(childQemuPids()).toEqual([]);
-});
+  afterEach(() => {
+    // runOnce destroys its VM before it returns, failure or not.
+    expect(host.driver.liveVmIds()).toEqual([]);
+    expect(childQemuPids()).toEqual([]);
+  });
 
-async function run(code: string, body = '', timeoutMs = 20_000) {
-  return host.runOnce(fn(code), { callId: `call-${Math.random().toString(36).slice(2)}`, event: event(body), timeoutMs });
-}
+  async function run(code: string, body = '', timeoutMs = 20_000) {
+    return host.runOnce(fn(code), { callId: `call-${Math.random().toString(36).slice(2)}`, event: event(body), timeoutMs });
+  }
 
-describe('a handler in a real VM', () => {
   it('computes from its event inside the guest and the result comes back intact', async () => {
     const code = `
       import os from 'node:os';
