@@ -22,11 +22,11 @@ import {
 import { minimizeKernel, parseCandidates, reportJson, reportMarkdown } from '../functions/image/kernel-minimize.js';
 import { INVOCATION_TEST_ID, invocationTest } from '../functions/image/kernel-test.js';
 import { discoverRuntime, formatRuntimeFiles, recipeFor, RUNTIME_RECIPES, staticBinaryRecipe } from '../functions/image/runtime-deps.js';
-import { imageOptions } from '../functions/image/image-options.js';
+import { ensureConfiguredImage } from '../functions/image/image-options.js';
 import { printProgress } from './progress.js';
 
 export const IMAGE_USAGE = `usage:
-  mayfly image build [--kernel debian|tinyx] [--compression lz4|gzip|zstd|none] [--runtime python3|binary:/PATH ...]
+  mayfly image build [--kernel auto|debian|tinyx] [--compression lz4|gzip|zstd|none] [--runtime python3|binary:/PATH ...]
       Build (or find in the cache) the node guest image; default kernel MAYFLY_GUEST_KERNEL,
       extra runtimes MAYFLY_IMAGE_RUNTIMES (each --runtime adds one and replaces that default).
   mayfly image kernel [--config FILE | --base]
@@ -71,13 +71,13 @@ export async function imageCommand(args: string[]): Promise<number> {
 async function buildCmd(args: string[]): Promise<number> {
   const { values } = parseArgs({ args, options: { kernel: { type: 'string' }, compression: { type: 'string' }, runtime: { type: 'string', multiple: true } } });
   const config = loadConfig();
-  const kernel = (values.kernel ?? config.MAYFLY_GUEST_KERNEL) as KernelChoice;
-  if (kernel !== 'debian' && kernel !== 'tinyx') throw new Error('--kernel must be debian or tinyx');
+  const kernel = values.kernel ?? config.MAYFLY_GUEST_KERNEL;
+  if (kernel !== 'debian' && kernel !== 'tinyx' && kernel !== 'auto') throw new Error('--kernel must be auto, debian or tinyx');
   const compression = (values.compression ?? config.MAYFLY_IMAGE_COMPRESSION) as Compression;
   const runtimes = values.runtime ?? config.MAYFLY_IMAGE_RUNTIMES;
   for (const r of runtimes) recipeFor(r); // a clear error before any work
   const t0 = performance.now();
-  const image = await ensureImage(imageOptions(config, { kernel, compression, runtimes, onProgress: printProgress }));
+  const image = await ensureConfiguredImage(config, { kernel, compression, runtimes, onProgress: printProgress });
   const secs = ((performance.now() - t0) / 1000).toFixed(1);
   process.stdout.write(`${formatImageReport(image)}\n${image.builtNow ? `built in ${secs} s` : `from the cache (${secs} s)`}\n`);
   return 0;

@@ -10,8 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../contracts/config.js';
-import { ensureImage } from '../functions/image/build.js';
-import { imageOptions } from '../functions/image/image-options.js';
+import { ensureConfiguredImage } from '../functions/image/image-options.js';
 import { startNatsServer, type NatsServerHandle } from '../infra/nats/nats-server.js';
 import { adminPassword } from '../lib/credentials.js';
 import { prometheusSdFile } from '../lib/prometheus-sd.js';
@@ -111,7 +110,7 @@ export async function upCommand(): Promise<number> {
     );
   }
   // Build the image here, in the foreground, so its progress is visible before the worker starts.
-  await ensureImage(imageOptions(config, { onProgress: printProgress }));
+  await ensureConfiguredImage(config, { onProgress: printProgress });
   children = [
     { name: 'worker', proc: startChild('worker', env) },
     { name: 'scheduler', proc: startChild('scheduler', env) },

@@ -62,10 +62,12 @@ export const configSchema = z.object({
     .transform((v) => v.split(',').map((s) => s.trim()).filter(Boolean))
     .pipe(z.array(z.string().regex(/^(python3|binary:\/[^,\s]+)$/, 'a runtime is python3 or binary:/abs/path')).max(8)),
   /**
-   * Guest kernel: `debian` (Debian's cloud kernel + console modules) or `tinyx`
-   * (built from linux-source-6.1 with the shipped minimized config; first build takes minutes, then cached).
+   * Guest kernel: `tinyx` (built from linux-source-6.1 with the shipped minimized
+   * config infra/kernel/tinyx-microvm.config; the first build takes minutes, then
+   * it is cached), `debian` (Debian's cloud kernel + console modules), or `auto`
+   * (default): tinyx, falling back to debian when it cannot be built.
    */
-  MAYFLY_GUEST_KERNEL: z.enum(['debian', 'tinyx']).default('debian'),
+  MAYFLY_GUEST_KERNEL: z.enum(['auto', 'debian', 'tinyx']).default('auto'),
   /** With MAYFLY_GUEST_KERNEL=tinyx: a full kernel config to build instead of infra/kernel/tinyx-microvm.config. */
   MAYFLY_TINYX_CONFIG: z.string().optional(),
   /** Memory a function gets when its spec names none, and the most it may ask for (MiB). */

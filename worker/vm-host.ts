@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import type { MayflyConfig } from '../contracts/config.js';
 import type { InvocationEvent } from '../contracts/guest-protocol.js';
 import { ensureImage, type GuestImage, type ImageProgress, type KernelChoice } from '../functions/image/build.js';
-import { imageOptions } from '../functions/image/image-options.js';
+import { ensureConfiguredImage } from '../functions/image/image-options.js';
 import { resolveAccel } from './driver/accel.js';
 import { QemuDriver } from './driver/qemu.js';
 import type { HypervisorDriver, Vm } from './driver/types.js';
@@ -112,7 +112,7 @@ export class VmHost {
     onProgress?: (p: ImageProgress) => void,
     opts: { kernel?: KernelChoice; compression?: GuestImage['compression'] } = {},
   ): Promise<VmHost> {
-    const kernel: KernelChoice = opts.kernel ?? config.MAYFLY_GUEST_KERNEL;
+    const kernel: KernelChoice | 'auto' = opts.kernel ?? config.MAYFLY_GUEST_KERNEL;
     onProgress?.({
       step: 'guest-kernel',
       detail:
@@ -122,13 +122,11 @@ export class VmHost {
     });
     const image = config.MAYFLY_IMAGE_DIR
       ? await loadPrebuiltImage(config.MAYFLY_IMAGE_DIR)
-      : await ensureImage(
-          imageOptions(config, {
-            kernel,
-            ...(opts.compression ? { compression: opts.compression } : {}),
-            ...(onProgress ? { onProgress } : {}),
-          }),
-        );
+      : await ensureConfiguredImage(config, {
+          kernel,
+          ...(opts.compression ? { compression: opts.compression } : {}),
+          ...(onProgress ? { onProgress } : {}),
+        });
     onProgress?.({ step: 'guest-kernel', detail: `using ${image.kernelKind ?? 'debian'} kernel ${image.kernelRelease} (image ${image.imageId})` });
     const limits: SessionLimits = {
       ...DEFAULT_SESSION_LIMITS,

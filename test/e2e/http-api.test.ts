@@ -4,6 +4,8 @@
  * update, delete, and bad inputs.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../contracts/config.js';
+import { ensureConfiguredImage } from '../../functions/image/image-options.js';
 import { TestPlatform } from '../helpers/platform.js';
 
 let p: TestPlatform;
@@ -67,7 +69,10 @@ describe('HTTP API end to end', () => {
       fn: 'echo',
       callId: res.headers.get('x-call-id'),
     });
-    expect(v.kernel).toMatch(/cloud-amd64/);
+    // The guest runs the kernel the settings chose (the worker's image; the global setup built it).
+    const image = await ensureConfiguredImage(loadConfig());
+    expect(v.kernel).toBe(image.kernelRelease);
+    expect(v.kernel).not.toBe((await import('node:os')).release());
 
     const text = await fetch(`${url}/function/echo`, { method: 'PUT', headers: { 'content-type': 'text/plain' }, body: 'plain text ✓' });
     expect(await text.json()).toMatchObject({ method: 'PUT', path: '/', body: 'plain text ✓', contentType: 'text/plain' });

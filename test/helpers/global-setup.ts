@@ -1,13 +1,14 @@
 /**
  * Builds the guest images once before any test file runs, so parallel test
- * files find them in the cache instead of racing to build them: the default
- * image (MAYFLY_GUEST_KERNEL, Debian's cloud kernel unless set) and the image
- * on the shipped minimized tinyx kernel, whose kernel is compiled at most once
- * per machine (2-10 min the first time, then a cache hit in MAYFLY_CACHE_DIR).
+ * files find them in the cache instead of racing to build them: the image on
+ * the shipped minimized tinyx kernel (the default, MAYFLY_GUEST_KERNEL=auto),
+ * compiled at most once per machine (2-10 min the first time, then a cache hit
+ * in MAYFLY_CACHE_DIR), and the image on Debian's cloud kernel. It prints
+ * which kernels the run uses.
  */
 import { loadConfig } from '../../contracts/config.js';
-import { ensureImage, type ImageProgress } from '../../functions/image/build.js';
-import { imageOptions } from '../../functions/image/image-options.js';
+import type { ImageProgress } from '../../functions/image/build.js';
+import { ensureConfiguredImage } from '../../functions/image/image-options.js';
 import { TEST_KERNELS } from './vm-host.js';
 
 function printer(tag: string): (p: ImageProgress) => void {
@@ -26,10 +27,10 @@ export default async function setup(): Promise<void> {
   const used: string[] = [];
   for (const kernel of new Set([config.MAYFLY_GUEST_KERNEL, ...TEST_KERNELS])) {
     const t0 = performance.now();
-    const image = await ensureImage(imageOptions(config, { kernel, onProgress: printer(`image ${kernel}`) }));
+    const image = await ensureConfiguredImage(config, { kernel, onProgress: printer(`image ${kernel}`) });
     const secs = ((performance.now() - t0) / 1000).toFixed(1);
     process.stderr.write(`[image ${kernel}] ${image.imageId} ${image.builtNow ? 'built' : 'cached'} in ${secs} s: kernel ${image.kernelRelease}\n`);
-    used.push(`${kernel} (${image.kernelRelease})`);
+    used.push(`${kernel}${kernel === 'auto' ? ` -> ${image.kernelKind ?? 'debian'}` : ''} (${image.kernelRelease})`);
   }
   process.stderr.write(
     `[image] guest kernels under test: ${used.join(', ')}; platform tests use MAYFLY_GUEST_KERNEL=${config.MAYFLY_GUEST_KERNEL}\n`,
