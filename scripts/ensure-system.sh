@@ -32,6 +32,8 @@ declare -A need_file=(
   [/usr/src/linux-source-6.1.tar.xz]=linux-source-6.1
   [/usr/include/libelf.h]=libelf-dev
   [/usr/include/openssl/ssl.h]=libssl-dev
+  # the python3 runtime recipe (MAYFLY_IMAGE_RUNTIMES=python3) ships Debian's interpreter
+  [/usr/bin/python3]=python3-minimal
 )
 missing=()
 for cmd in "${!need[@]}"; do
