@@ -5,11 +5,10 @@
  * interval in use, loopback only, its TSDB in a folder the caller owns,
  * stopped by PID.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { PROJECT_ROOT } from '../contracts/config.js';
+import { startDaemon } from './daemon.js';
 
 export const SHIPPED_PROMETHEUS_CONFIG = path.join(PROJECT_ROOT, 'infra', 'prometheus', 'prometheus.yml');
 
@@ -77,51 +76,21 @@ export async function startPrometheus(opts: RenderOptions & { dir: string; port:
   fs.mkdirSync(opts.dir, { recursive: true });
   const configFile = path.join(opts.dir, 'prometheus.yml');
   fs.writeFileSync(configFile, renderPrometheusConfig(opts.template ?? fs.readFileSync(SHIPPED_PROMETHEUS_CONFIG, 'utf8'), opts));
-  const out = opts.logFile ? fs.openSync(opts.logFile, 'a') : 'ignore';
-  const proc: ChildProcess = spawn(
-    'prometheus',
-    [
+  const url = `http://127.0.0.1:${opts.port}`;
+  const daemon = await startDaemon({
+    name: 'prometheus',
+    command: 'prometheus',
+    args: [
       `--config.file=${configFile}`,
       `--storage.tsdb.path=${path.join(opts.dir, 'tsdb')}`,
       `--web.listen-address=127.0.0.1:${opts.port}`,
       '--web.enable-lifecycle',
     ],
-    { stdio: ['ignore', out, out] },
-  );
-  if (typeof out === 'number') fs.closeSync(out);
-  let exited = false;
-  const exitedP = new Promise<void>((r) =>
-    proc.once('exit', () => {
-      exited = true;
-      r();
-    }),
-  );
-  proc.once('error', () => {
-    exited = true;
+    ...(opts.logFile ? { logFile: opts.logFile } : {}),
+    ready: () => fetch(`${url}/-/ready`).then((r) => r.ok),
+    readyTimeoutMs: 30_000,
+    pollMs: 100,
+    stopGraceMs: 10_000,
   });
-  const url = `http://127.0.0.1:${opts.port}`;
-  const handle: PrometheusHandle = {
-    url,
-    port: opts.port,
-    pid: proc.pid ?? -1,
-    configFile,
-    async stop() {
-      if (exited) return;
-      proc.kill('SIGTERM');
-      const timer = setTimeout(() => proc.kill('SIGKILL'), 10_000);
-      await exitedP;
-      clearTimeout(timer);
-    },
-  };
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    if (exited) throw new Error(`prometheus exited at start (see ${opts.logFile ?? 'its output'})`);
-    const ready = await fetch(`${url}/-/ready`).then((r) => r.ok, () => false);
-    if (ready) return handle;
-    if (Date.now() > deadline) {
-      await handle.stop();
-      throw new Error('prometheus was not ready within 30 s');
-    }
-    await sleep(100);
-  }
+  return { url, port: opts.port, pid: daemon.pid, configFile, stop: () => daemon.stop() };
 }

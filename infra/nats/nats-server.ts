@@ -3,11 +3,10 @@
  * local platform and for tests: loopback only, file storage in a folder the
  * caller owns, stopped by PID.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { startDaemon } from '../../lib/daemon.js';
 
 export interface NatsServerHandle {
   url: string;
@@ -58,39 +57,15 @@ export async function startNatsServer(opts: { storeDir: string; port?: number; l
       '',
     ].join('\n'),
   );
-  const out = opts.logFile ? fs.openSync(opts.logFile, 'a') : 'ignore';
-  const proc: ChildProcess = spawn('nats-server', ['-c', configFile], { stdio: ['ignore', out, out] });
-  if (typeof out === 'number') fs.closeSync(out);
-  let exited = false;
-  const exitedP = new Promise<void>((r) =>
-    proc.once('exit', () => {
-      exited = true;
-      r();
-    }),
-  );
-  proc.once('error', () => {
-    exited = true;
+  const daemon = await startDaemon({
+    name: 'nats-server',
+    command: 'nats-server',
+    args: ['-c', configFile],
+    ...(opts.logFile ? { logFile: opts.logFile } : {}),
+    ready: () => canConnect(port),
+    readyTimeoutMs: 15_000,
+    pollMs: 20,
+    stopGraceMs: 5000,
   });
-  const deadline = Date.now() + 15_000;
-  while (!(await canConnect(port))) {
-    if (exited) throw new Error(`nats-server exited at start (see ${opts.logFile ?? 'its output'})`);
-    if (Date.now() > deadline) {
-      proc.kill('SIGKILL');
-      throw new Error('nats-server did not listen within 15 s');
-    }
-    await sleep(20);
-  }
-  return {
-    url: `nats://127.0.0.1:${port}`,
-    port,
-    pid: proc.pid!,
-    storeDir: opts.storeDir,
-    async stop() {
-      if (exited) return;
-      proc.kill('SIGTERM');
-      const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
-      await exitedP;
-      clearTimeout(timer);
-    },
-  };
+  return { url: `nats://127.0.0.1:${port}`, port, pid: daemon.pid, storeDir: opts.storeDir, stop: () => daemon.stop() };
 }
