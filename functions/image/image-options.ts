@@ -13,6 +13,7 @@
 import path from 'node:path';
 import { PROJECT_ROOT, type MayflyConfig } from '../../contracts/config.js';
 import { ensureImage, type EnsureImageOptions, type GuestImage, type ImageProgress, type KernelChoice } from './build.js';
+import { tinyxConfigFor } from './kernel-build.js';
 
 export type KernelSetting = MayflyConfig['MAYFLY_GUEST_KERNEL'];
 
@@ -26,7 +27,7 @@ export function imageOptions(config: MayflyConfig, overrides: Partial<EnsureImag
     agentDir: path.join(PROJECT_ROOT, 'dist'),
     compression: config.MAYFLY_IMAGE_COMPRESSION,
     runtimes: config.MAYFLY_IMAGE_RUNTIMES,
-    ...(kernel === 'tinyx' && config.MAYFLY_TINYX_CONFIG ? { tinyxConfig: { kind: 'config' as const, path: config.MAYFLY_TINYX_CONFIG } } : {}),
+    ...(kernel === 'tinyx' ? { tinyxConfig: tinyxConfigFor(config.MAYFLY_DRIVER, config.MAYFLY_TINYX_CONFIG) } : {}),
     ...overrides,
     kernel,
   };

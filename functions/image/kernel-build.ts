@@ -40,6 +40,8 @@ export const KERNEL_INFRA_DIR = (() => {
 })();
 /** The base fragment applied on top of tinyconfig for QEMU microvm guests. */
 export const MICROVM_FRAGMENT = path.join(KERNEL_INFRA_DIR, 'tinyx-microvm.fragment');
+/** Xen PVH/PV guest options, applied after MICROVM_FRAGMENT (hvc_xen console instead of virtio). */
+export const XEN_FRAGMENT = path.join(KERNEL_INFRA_DIR, 'tinyx-xen.fragment');
 /** The shipped, minimized config (output of `mayfly image minimize-kernel`). */
 export const SHIPPED_CONFIG = path.join(KERNEL_INFRA_DIR, 'tinyx-microvm.config');
 
@@ -679,6 +681,16 @@ export function defaultTinyxConfig(configPath?: string): KernelConfigInput {
   if (configPath) return { kind: 'config', path: configPath };
   if (existsSync(SHIPPED_CONFIG)) return { kind: 'config', path: SHIPPED_CONFIG };
   return { kind: 'tinyconfig', fragments: [MICROVM_FRAGMENT] };
+}
+
+/**
+ * The tinyx kernel for a hypervisor target: QEMU microvm gets the shipped
+ * minimized config (or `configPath`); Xen gets tinyconfig + the microvm and Xen
+ * fragments (not minimized: the elimination loop boots under QEMU).
+ */
+export function tinyxConfigFor(target: 'qemu' | 'xen', configPath?: string): KernelConfigInput {
+  if (target === 'xen' && !configPath) return { kind: 'tinyconfig', fragments: [MICROVM_FRAGMENT, XEN_FRAGMENT] };
+  return defaultTinyxConfig(configPath);
 }
 
 /** The unminimized base: tinyconfig + the microvm fragment. */

@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../contracts/config.js';
 import type { ImageProgress } from '../../functions/image/build.js';
 import { ensureConfiguredImage, imageOptions } from '../../functions/image/image-options.js';
+import { MICROVM_FRAGMENT, SHIPPED_CONFIG, XEN_FRAGMENT } from '../../functions/image/kernel-build.js';
 
 const broken = { MAYFLY_TINYX_CONFIG: '/nonexistent/mayfly-test.config' };
 
@@ -17,6 +18,10 @@ describe('image settings', () => {
     const o = imageOptions(config);
     expect(o).toMatchObject({ kernel: 'tinyx', compression: 'zstd', runtimes: ['python3', 'binary:/bin/true'], cacheDir: config.MAYFLY_CACHE_DIR });
     expect(imageOptions(config, { kernel: 'debian' }).kernel).toBe('debian');
+    expect(o.tinyxConfig).toEqual({ kind: 'config', path: SHIPPED_CONFIG });
+    // A Xen worker asking for tinyx gets the Xen guest fragment on top of the microvm one.
+    const xen = imageOptions(loadConfig({ ...process.env, MAYFLY_DRIVER: 'xen', MAYFLY_GUEST_KERNEL: 'tinyx' }));
+    expect(xen.tinyxConfig).toEqual({ kind: 'tinyconfig', fragments: [MICROVM_FRAGMENT, XEN_FRAGMENT] });
     expect(() => loadConfig({ MAYFLY_IMAGE_RUNTIMES: 'ruby' })).toThrow(/python3 or binary/);
     expect(() => loadConfig({ MAYFLY_IMAGE_RUNTIMES: 'binary:relative/path' })).toThrow(/python3 or binary/);
   });
