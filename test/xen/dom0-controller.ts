@@ -166,10 +166,102 @@ async function driverChecks(): Promise<void> {
       await cs.init({ functionName: 'kernel', code: KERNEL_FN, handler: 'handler', env: {}, memoryLimitInMB: 64 });
       const r = await cs.invoke({ callId: 'c3', event: EVENT, timeoutMs: 60_000 });
       await cs.destroy('done');
+      // The state file is the guest's whole RAM, on dom0's /tmp (tmpfs, i.e. dom0 memory).
+      fs.rmSync(statePath, { force: true });
       report('save-restore', { ok: r.ok, ms: { save: saveMs, restore: restoreMs, resumeToReady: resumeMs } });
     } catch (err) {
       report('save-restore', { ok: false, message: (err as Error).message });
     }
+  }
+  await drv.close();
+}
+
+/** Runs N fpu-stress.js processes for `seconds`; each reports its mismatch counts (or how it died). */
+async function stressProcs(n: number, seconds: number, threads: number): Promise<Array<Record<string, unknown>>> {
+  return Promise.all(
+    Array.from({ length: n }, () =>
+      new Promise<Record<string, unknown>>((resolve) => {
+        const p = spawn(process.execPath, ['dist/test/xen/fpu-stress.js', String(seconds), String(threads)], { stdio: ['ignore', 'pipe', 'pipe'] });
+        let out = '';
+        p.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+        p.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+        p.once('exit', (code, signal) => {
+          let parsed: Record<string, unknown> = {};
+          try {
+            parsed = JSON.parse(out.trim().split('\n').pop() ?? '') as Record<string, unknown>;
+          } catch {
+            parsed = { output: out.slice(-600) };
+          }
+          resolve({ code, signal, ...parsed });
+        });
+      }),
+    ),
+  );
+}
+
+/** A guest function that checks its own floating-point results for `seconds` (the guest side of `stress`). */
+const FPU_FN = `
+function compute(seed) {
+  let x = seed, acc = 0;
+  for (let i = 1; i < 20000; i++) { x = x * 1.000001 + Math.sqrt(i) / (i + 0.5); acc += Math.sin(x) * 0.25 - x / (i * 3.0 + 1.0); }
+  return acc;
+}
+export async function handler(event) {
+  const seconds = Number(JSON.parse(event.body || '{}').seconds || 10);
+  const ref = compute(1.2345);
+  let rounds = 0, bad = 0;
+  const end = Date.now() + seconds * 1000;
+  while (Date.now() < end) {
+    if (!Object.is(compute(1.2345), ref)) bad++;
+    rounds++;
+    if (rounds % 4 === 0) await new Promise((r) => setImmediate(r));
+  }
+  return { rounds, bad };
+}`;
+
+/**
+ * MAYFLY_XEN_STRESS_S: does FPU/SIMD state survive context switches in dom0?
+ * Phase "dom0-only": stress processes alone. Phase "with-guest": the same while
+ * MAYFLY_XEN_STRESS_GUESTS guest domains (default 2) run the same kind of
+ * floating-point loop, so Xen keeps switching vCPUs between dom0 and them on
+ * its 2 CPUs; the guests check their own results too.
+ */
+async function stress(seconds: number): Promise<void> {
+  const procs = Number(process.env.MAYFLY_XEN_STRESS_PROCS ?? 2);
+  const threads = Number(process.env.MAYFLY_XEN_STRESS_THREADS ?? 2);
+  const nGuests = Number(process.env.MAYFLY_XEN_STRESS_GUESTS ?? 2);
+  const bad = (rs: Array<Record<string, unknown>>) => rs.some((r) => r.code !== 0 || Number(r.floatMismatches) > 0 || Number(r.copyMismatches) > 0);
+  if (process.env.MAYFLY_XEN_STRESS_ALONE !== '0') {
+    const alone = await stressProcs(procs, seconds, threads);
+    report('stress-dom0-only', { ok: !bad(alone), seconds, results: alone });
+  }
+  const image = await loadPrebuiltImage(process.env.MAYFLY_IMAGE_DIR!);
+  const drv = await XenDriver.open({ runDir: '/run/mayfly-stress', namePrefix: 'mayfly-stress-' });
+  const limits = { ...DEFAULT_SESSION_LIMITS, bootTimeoutMs: 240_000, initTimeoutMs: 120_000 };
+  try {
+    const sessions: GuestSession[] = [];
+    for (let i = 0; i < nGuests; i++) {
+      const vm = await drv.create({ id: `g${i}`, kernelPath: image.kernelPath, initrdPath: image.initrdPath, memoryMiB: guestMemoryMiB(image, 64) });
+      const s = new GuestSession(drv, vm, limits);
+      await s.boot();
+      await s.init({ functionName: 'fpu', code: FPU_FN, handler: 'handler', env: {}, memoryLimitInMB: 64 });
+      sessions.push(s);
+    }
+    const guests = Promise.all(
+      sessions.map((s, i) =>
+        s
+          .invoke({ callId: `fpu${i}`, event: { ...EVENT, body: JSON.stringify({ seconds }) }, timeoutMs: seconds * 1000 + 120_000 })
+          .then((r) => (r.ok ? r.value : { error: r }))
+          .catch((err: Error) => ({ error: err.message }))
+          .then((v) => ((v as { error?: unknown }).error ? { ...(v as object), guestLog: guestLog(`mayfly-stress-g${i}`, 1500) } : v)),
+      ),
+    );
+    const withGuest = await stressProcs(procs, seconds, threads);
+    const guestResults = (await guests) as Array<Record<string, unknown>>;
+    for (const s of sessions) await s.destroy('stress done').catch(() => {});
+    report('stress-with-guest', { ok: !bad(withGuest) && guestResults.every((g) => g.bad === 0), seconds, guests: guestResults, results: withGuest });
+  } catch (err) {
+    report('stress-with-guest', { ok: false, message: (err as Error).message });
   }
   await drv.close();
 }
@@ -246,17 +338,36 @@ async function main(): Promise<void> {
     return;
   }
   if (process.env.MAYFLY_XEN_SKIP_DRIVER_CHECKS !== '1') await driverChecks();
+  if (Number(process.env.MAYFLY_XEN_STRESS_S ?? 0) > 0) {
+    await stress(Number(process.env.MAYFLY_XEN_STRESS_S));
+    if (process.env.MAYFLY_XEN_STRESS_ONLY === '1') {
+      await nc?.close().catch(() => {});
+      return;
+    }
+  }
 
   // The worker, as operators run it in a dom0.
   const stop = new Promise<void>((resolve) => {
     nc?.subscribe('mayfly.xentest.stop', { callback: () => resolve() });
   });
   const worker = spawn(process.execPath, ['dist/cli/mayfly.js', 'worker'], { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
-  const pipe = (s: NodeJS.ReadableStream) => s.on('data', (d: Buffer) => process.stdout.write(d.toString().replace(/^/gm, '[worker] ')));
+  // Whole lines only, each with the prefix (a chunk may end mid-line).
+  const pipe = (s: NodeJS.ReadableStream) => {
+    let partial = '';
+    s.on('data', (d: Buffer) => {
+      const lines = (partial + d.toString()).split('\n');
+      partial = lines.pop() ?? '';
+      for (const l of lines) process.stdout.write(`[worker] ${l}\n`);
+    });
+    s.on('end', () => partial && process.stdout.write(`[worker] ${partial}\n`));
+  };
   pipe(worker.stdout!);
   pipe(worker.stderr!);
   const exited = new Promise<number | null>((r) => worker.once('exit', (code) => r(code)));
-  report('worker', { ok: true, started: true, pid: worker.pid });
+  const meminfo = Object.fromEntries(
+    fs.readFileSync('/proc/meminfo', 'utf8').split('\n').filter((l) => /^(MemFree|MemAvailable|Cached|Shmem):/.test(l)).map((l) => [l.split(':')[0]!, l.split(':')[1]!.trim()]),
+  );
+  report('worker', { ok: true, started: true, pid: worker.pid, meminfo });
   const how = await Promise.race([stop.then(() => 'stop'), exited.then((c) => `exited ${c}`)]);
   if (how === 'stop') {
     worker.kill('SIGTERM');

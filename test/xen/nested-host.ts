@@ -28,6 +28,10 @@ export interface NestedHostOptions {
   /** Extra environment for the dom0 controller and the worker (run.env). */
   env?: Record<string, string>;
   memoryMiB?: number;
+  /** QEMU -cpu model (default MAYFLY_XEN_QEMU_CPU or the built-in default below). */
+  cpu?: string;
+  /** Extra Xen command-line options (default MAYFLY_XEN_EXTRA_ARGS). */
+  xenExtraArgs?: string;
 }
 
 export class NestedXenHost {
@@ -86,10 +90,24 @@ export class NestedXenHost {
     fs.rmSync(app, { recursive: true, force: true });
 
     const memory = opts.memoryMiB ?? 3072;
-    const xenArgs = 'console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M dom0_max_vcpus=1 loglvl=warning guest_loglvl=warning iommu=0 smap=0 smep=0';
+    const cpu = opts.cpu ?? process.env.MAYFLY_XEN_QEMU_CPU ?? 'max';
+    const extra = opts.xenExtraArgs ?? process.env.MAYFLY_XEN_EXTRA_ARGS ?? '';
+    // spec-ctrl=eager-fpu is a workaround for the emulation, not a tuning knob. `-cpu max` under
+    // TCG is an AMD CPU, and on AMD Xen defaults to LAZY FPU switching: after a vCPU switch it sets
+    // CR0.TS and restores the incoming vCPU's FPU/SSE/AVX registers only when that vCPU traps with
+    // #NM. Under QEMU 7.2's TCG that is not reliable: register state leaks between vCPUs, so
+    // processes in dom0 and in guests compute with another vCPU's registers. Measured with
+    // test/xen/fpu-stress.ts (debug-run.js MAYFLY_XEN_STRESS_S=45 MAYFLY_XEN_STRESS_ONLY=1): lazy,
+    // both dom0 stress processes died with SIGSEGV and a guest got 5448 wrong results of 5450;
+    // eager (Xen saves and restores the state on every vCPU switch), none. It is what killed the
+    // worker in dom0 ("async hook stack has become corrupted (actual: 0, expected: 0)", then
+    // SIGSEGV) once the first pool guest ran. Real AMD hardware does not need it (Xen on Intel
+    // is eager by default anyway); the cost, a save/restore per vCPU switch, is small.
+    // smap=0 smep=0: see ../shared/notes/xen-nested.md (TCG's SMAP emulation crashes dom0).
+    const xenArgs = `console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M dom0_max_vcpus=1 loglvl=warning guest_loglvl=warning iommu=0 smap=0 smep=0 spec-ctrl=eager-fpu ${extra}`.trim();
     const dom0Args = 'root=/dev/vda ro console=hvc0 loglevel=4 init=/sbin/mayfly-stub-init';
     const args = [
-      '-M', 'q35', '-accel', 'tcg', '-cpu', 'max', '-smp', '2', '-m', String(memory),
+      '-M', 'q35', '-accel', 'tcg', '-cpu', cpu, '-smp', '2', '-m', String(memory),
       '-kernel', path.join(BASE, 'xen.elf'),
       '-append', xenArgs,
       '-initrd', `${path.join(BASE, 'vmlinuz')} ${dom0Args},${path.join(BASE, 'initrd.img')}`,
