@@ -133,6 +133,35 @@ async function driverChecks(): Promise<void> {
     report('lifecycle', { ok: false, message: (err as Error).message, guestLog: lastVm ? guestLog(lastVm) : '' });
   }
 
+  // (b2) the tinyx kernel built for Xen (tinyconfig + microvm + Xen fragments: hvc_xen built in, no
+  // modules) boots as a PVH guest from the same kind of image and runs a function.
+  const tinyxDir = process.env.MAYFLY_XEN_TINYX_IMAGE_DIR;
+  if (tinyxDir) {
+    let name = '';
+    try {
+      const tiny = await loadPrebuiltImage(tinyxDir);
+      const [vm, createMs] = await timed(() => drv.create({ id: id(), kernelPath: tiny.kernelPath, initrdPath: tiny.initrdPath, memoryMiB: guestMemoryMiB(tiny, 64) }));
+      name = `mayfly-chk-${vm.id}`;
+      const s = new GuestSession(drv, vm, limits);
+      try {
+        const bootMs = Math.round(await s.boot());
+        await s.init({ functionName: 'kernel', code: KERNEL_FN, handler: 'handler', env: {}, memoryLimitInMB: 64 });
+        const r = await s.invoke({ callId: 'tx1', event: EVENT, timeoutMs: 60_000 });
+        const value = r.ok ? (r.value as Record<string, string>) : null;
+        report('tinyx', {
+          ok: r.ok && value?.hypervisor === 'xen' && value.release === tiny.kernelRelease,
+          value,
+          kernel: { release: tiny.kernelRelease, kind: tiny.kernelKind, bytes: tiny.sizes.kernelBytes },
+          ms: { create: createMs, bootToReady: bootMs },
+        });
+      } finally {
+        await s.destroy('check done');
+      }
+    } catch (err) {
+      report('tinyx', { ok: false, message: (err as Error).message, guestLog: name ? guestLog(name) : '' });
+    }
+  }
+
   // (c) worker crash: a driver that dies without cleaning up leaves a domain; the next one with the same prefix sweeps it.
   try {
     const crashed = await XenDriver.open({ runDir, namePrefix: 'mayfly-crash-' });

@@ -28,6 +28,8 @@ export interface NestedHostOptions {
   /** Extra environment for the dom0 controller and the worker (run.env). */
   env?: Record<string, string>;
   memoryMiB?: number;
+  /** More prebuilt images to stage, by name: dom0 finds them in /opt/mayfly/images/<name>. */
+  extraImages?: Record<string, string>;
   /** QEMU -cpu model (default MAYFLY_XEN_QEMU_CPU or the built-in default below). */
   cpu?: string;
   /** Extra Xen command-line options (default MAYFLY_XEN_EXTRA_ARGS). */
@@ -63,6 +65,10 @@ export class NestedXenHost {
     fs.copyFileSync(fs.realpathSync(process.execPath), path.join(app, 'bin', 'node'));
     fs.chmodSync(path.join(app, 'bin', 'node'), 0o755);
     for (const f of ['vmlinux', 'initrd.img', 'manifest.json']) fs.copyFileSync(path.join(opts.imageDir, f), path.join(app, 'image', f));
+    for (const [name, dir] of Object.entries(opts.extraImages ?? {})) {
+      fs.mkdirSync(path.join(app, 'images', name), { recursive: true });
+      for (const f of ['vmlinux', 'initrd.img', 'manifest.json']) fs.copyFileSync(path.join(dir, f), path.join(app, 'images', name, f));
+    }
     const env: Record<string, string> = {
       MAYFLY_NATS_URL: 'nats://10.0.2.100:4222',
       MAYFLY_DRIVER: 'xen',

@@ -10,7 +10,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '@nats-io/transport-node';
 import { loadConfig, PROJECT_ROOT } from '../../contracts/config.js';
-import { ensureImage } from '../../functions/image/build.js';
+import { ensureImage, type GuestImage } from '../../functions/image/build.js';
+import { ensureConfiguredImage } from '../../functions/image/image-options.js';
 import { TestPlatform } from '../helpers/platform.js';
 import { NestedXenHost, type XenReport } from './nested-host.js';
 
@@ -25,6 +26,7 @@ export async function handler() {
 }`;
 
 let platform: TestPlatform;
+let tinyx: GuestImage;
 let host: NestedXenHost;
 const t0 = Date.now();
 const phase: Record<string, number> = {};
@@ -50,6 +52,12 @@ describe('Mayfly on a nested Xen host', () => {
   beforeAll(async () => {
     const config = loadConfig();
     const image = await ensureImage({ cacheDir: config.MAYFLY_CACHE_DIR, agentDir: path.join(PROJECT_ROOT, 'dist'), kernel: 'debian' });
+    // The tinyx kernel for Xen (tinyconfig + microvm + Xen fragments), compiled once per machine.
+    tinyx = await ensureConfiguredImage(loadConfig({ ...process.env, MAYFLY_DRIVER: 'xen', MAYFLY_GUEST_KERNEL: 'tinyx' }), {
+      onProgress: (p) => {
+        if (p.done === undefined && p.step === 'tinyx-kernel') console.log(`[tinyx-xen] ${p.detail ?? ''}`);
+      },
+    });
     platform = await TestPlatform.start({
       workers: 0,
       env: {
@@ -61,7 +69,12 @@ describe('Mayfly on a nested Xen host', () => {
       },
     });
     mark('platform');
-    host = await NestedXenHost.start({ natsPort: platform.nats.port, imageDir: path.dirname(image.kernelPath) });
+    host = await NestedXenHost.start({
+      natsPort: platform.nats.port,
+      imageDir: path.dirname(image.kernelPath),
+      extraImages: { tinyx: path.dirname(tinyx.kernelPath) },
+      env: { MAYFLY_XEN_TINYX_IMAGE_DIR: '/opt/mayfly/images/tinyx' },
+    });
     console.log(`nested Xen host: console in ${host.consoleLog}`);
     const dom0 = await host.waitFor('dom0', 300_000);
     mark('dom0-node-up');
@@ -86,6 +99,14 @@ describe('Mayfly on a nested Xen host', () => {
     expectOk(r);
     expect(r.value).toMatchObject({ hypervisor: 'xen' });
     expectOk(await host.waitFor('destroy', 120_000));
+  });
+
+  it('the tinyx kernel built for Xen boots as a PVH guest and runs a function', async () => {
+    const r = await host.waitFor('tinyx', 900_000);
+    expectOk(r);
+    expect(r.value).toMatchObject({ hypervisor: 'xen', release: tinyx.kernelRelease });
+    expect(tinyx.kernelKind).toBe('tinyx');
+    expect(tinyx.kernelRelease).toMatch(/-tinyx$/);
   });
 
   it("a crashed worker's domains are swept by the next driver with the same prefix, and only those", async () => {
