@@ -4,7 +4,7 @@
 # dom0.img is Debian 12 (minbase) + linux-image-amd64 + Xen 4.17 + busybox-static.
 # The project (node, dist/, node_modules, the guest image) is NOT in it: run-nested.sh
 # puts those on a second, small disk at every run, so code changes never rebuild this.
-# Needs root; installs debootstrap itself. Idempotent: does nothing when the stamp exists.
+# Needs root (re-runs itself with sudo otherwise); installs debootstrap itself. Idempotent: does nothing when the stamp exists.
 set -euo pipefail
 XEN_CACHE=${MAYFLY_XEN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mayfly/xen}
 BASE=$XEN_CACHE/base
@@ -12,7 +12,11 @@ STAMP_VERSION=2
 if [[ -f $BASE/stamp && $(cat "$BASE/stamp") == "$STAMP_VERSION" ]]; then
   echo "dom0 base image cached in $BASE"; exit 0
 fi
-[[ $(id -u) == 0 ]] || { echo "build-dom0.sh must run as root (debootstrap, chroot)" >&2; exit 1; }
+if [[ $(id -u) != 0 ]]; then
+  # debootstrap and chroot need root; keep the caller's cache folder.
+  command -v sudo >/dev/null || { echo "build-dom0.sh must run as root (debootstrap, chroot)" >&2; exit 1; }
+  exec sudo MAYFLY_XEN_CACHE="$XEN_CACHE" MAYFLY_DEBIAN_MIRROR="${MAYFLY_DEBIAN_MIRROR:-}" bash "$0" "$@"
+fi
 command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends debootstrap
 command -v mkfs.ext4 >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends e2fsprogs
 mkdir -p "$XEN_CACHE"
