@@ -47,7 +47,8 @@ export const STORES = {
 export const hostIdSchema = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/);
 
 /** How the VM that ran a call was obtained. */
-export const startKindSchema = z.enum(['cold', 'pool', 'clone', 'warm']);
+/** How a call's VM was obtained: booted, from the pool, a template clone, a function snapshot clone, or a warm VM unpaused. */
+export const startKindSchema = z.enum(['cold', 'pool', 'clone', 'snapshot', 'warm']);
 export type StartKind = z.infer<typeof startKindSchema>;
 
 export const invokeRequestSchema = z.object({
@@ -118,6 +119,8 @@ export const heartbeatSchema = z.object({
   warm: z.array(z.string()),
   /** Ready pre-booted VMs per runtime. */
   pools: z.record(z.string(), z.number().int()),
+  /** `name@version` of functions with a ready function snapshot on this host (com.mayfly.snapshot). */
+  snapshots: z.array(z.string()).default([]),
 });
 export type Heartbeat = z.infer<typeof heartbeatSchema>;
 

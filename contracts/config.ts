@@ -139,6 +139,8 @@ export const configSchema = z.object({
   MAYFLY_POOL_SIZE: int(0, 1000).default(1),
   /** Largest pool the worker grows to under load (sized by arrival rate × refill time). */
   MAYFLY_POOL_MAX: int(0, 1000).default(8),
+  /** Function snapshots (annotation com.mayfly.snapshot) kept per worker, least recently used dropped first; 0 turns them off. */
+  MAYFLY_FUNCTION_SNAPSHOTS_MAX: int(0, 256).default(8),
   /** Idle time after which a per-function warm VM is destroyed. */
   MAYFLY_WARM_TTL_MS: int(1000, 86_400_000).default(60_000),
   MAYFLY_HEARTBEAT_MS: int(100, 60_000).default(1000),

@@ -84,3 +84,18 @@ export const functionRecordSchema = z.object({
   updatedAt: z.string(),
 });
 export type FunctionRecord = z.infer<typeof functionRecordSchema>;
+
+/**
+ * Annotation `com.mayfly.snapshot: "true"`: after the function's first start,
+ * the worker snapshots a VM with the function already loaded and starts later
+ * VMs of this version from it (no module load on the call path). Like Lambda
+ * SnapStart, state computed at module load is the same in every VM started
+ * from the snapshot (random sources are re-keyed per VM; values drawn at load
+ * time are not). Not used for functions with secrets: the snapshot's RAM file
+ * would hold them decrypted on the host.
+ */
+export const SNAPSHOT_ANNOTATION = 'com.mayfly.snapshot';
+
+export function usesSnapshot(fn: Pick<FunctionRecord, 'annotations' | 'secrets'>): boolean {
+  return fn.annotations[SNAPSHOT_ANNOTATION] === 'true' && fn.secrets.length === 0;
+}

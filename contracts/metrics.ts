@@ -230,7 +230,7 @@ export const WORKER_METRICS = {
 } as const;
 
 /** The `kind` label of mayfly_vm_start_seconds for how a call's VM was obtained. */
-export type VmStartKindLabel = 'boot' | 'pool' | 'clone' | 'unpause';
+export type VmStartKindLabel = 'boot' | 'pool' | 'clone' | 'snapshot' | 'unpause';
 
 export function vmStartKindLabel(kind: StartKind): VmStartKindLabel {
   switch (kind) {
@@ -244,7 +244,7 @@ export function vmStartKindLabel(kind: StartKind): VmStartKindLabel {
 }
 
 /** Placement reasons of mayfly_placements_total. */
-export type PlacementReasonLabel = 'warm' | 'pool' | 'memory' | 'none';
+export type PlacementReasonLabel = 'warm' | 'snapshot' | 'pool' | 'memory' | 'none';
 
 // ---- discovery ----
 

@@ -41,7 +41,7 @@ export class SchedulerMetrics {
     const r = this.registry;
     this.placements = counter(r, SCHEDULER_METRICS.placements);
     this.placementSeconds = histogram(r, SCHEDULER_METRICS.placementSeconds);
-    for (const reason of ['warm', 'pool', 'memory', 'none'] satisfies PlacementReasonLabel[]) this.placements.inc({ reason }, 0);
+    for (const reason of ['warm', 'snapshot', 'pool', 'memory', 'none'] satisfies PlacementReasonLabel[]) this.placements.inc({ reason }, 0);
     this.invocationTotal = counter(r, GATEWAY_METRICS.invocationTotal);
     this.functionSeconds = histogram(r, GATEWAY_METRICS.functionSeconds);
     this.processed = counter(r, QUEUE_METRICS.processed);

@@ -80,6 +80,7 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
       poolSize: config.MAYFLY_POOL_SIZE,
       poolMax: Math.max(config.MAYFLY_POOL_SIZE, config.MAYFLY_POOL_MAX),
       clones: config.MAYFLY_CLONES,
+      functionSnapshotsMax: config.MAYFLY_FUNCTION_SNAPSHOTS_MAX,
       poolFunctionMiB: config.MAYFLY_DEFAULT_MEMORY_MB,
       warmTtlMs: config.MAYFLY_WARM_TTL_MS,
       onRefill: (r) => metrics.refilled(r),
@@ -240,6 +241,7 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
       vms: s.vms,
       warm: s.warm,
       pools: s.pools,
+      snapshots: s.snapshots.filter((x) => x.ready).map((x) => x.key),
     });
     nc.publish(SUBJECTS.heartbeat, jsonCodec.encode(hb));
   };

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { MayflyConfig } from '../contracts/config.js';
 import type { InvocationEvent } from '../contracts/guest-protocol.js';
 import { ensureImage, type GuestImage, type ImageProgress, type KernelChoice } from '../functions/image/build.js';
@@ -93,6 +93,7 @@ export type HostDriver = HypervisorDriver &
 
 export class VmHost {
   private readonly templates = new Map<number, Promise<Template>>();
+  private readonly functionTemplates = new Map<string, Promise<Template>>();
 
   private constructor(
     readonly image: GuestImage,
@@ -168,6 +169,29 @@ export class VmHost {
     return t;
   }
 
+  /**
+   * A function snapshot: a template whose guest has `fn` loaded (booted, init,
+   * warm-up reseed, snapshot), shared by every clone of that function version.
+   * `key` names the function version (made once per key until dropped).
+   */
+  functionTemplate(key: string, fn: FunctionInit): Promise<Template> {
+    let t = this.functionTemplates.get(key);
+    if (!t) {
+      t = this.makeTemplate(fn.memoryLimitInMB, { key, fn });
+      this.functionTemplates.set(key, t);
+      t.catch(() => this.functionTemplates.delete(key));
+    }
+    return t;
+  }
+
+  /** Removes a function snapshot's files (running clones keep their private copy-on-write mapping). */
+  async dropFunctionTemplate(key: string): Promise<void> {
+    const t = this.functionTemplates.get(key);
+    this.functionTemplates.delete(key);
+    const done = await t?.catch(() => null);
+    if (done) await fsp.rm(path.dirname(done.ramPath), { recursive: true, force: true });
+  }
+
   /** What every VM of this host's image starts from: a fresh id, the image's kernel, initrd and machine needs. */
   private newSpec() {
     return {
@@ -179,9 +203,9 @@ export class VmHost {
     };
   }
 
-  /** A clone of the template, restored and paused: `resumeClone` it to run. */
-  async prepareClone(functionMiB: number): Promise<GuestSession> {
-    const t = await this.template(functionMiB);
+  /** A clone of the size template (or of `template`, e.g. a function snapshot), restored and paused: `resumeClone` it to run. */
+  async prepareClone(functionMiB: number, template?: Template): Promise<GuestSession> {
+    const t = template ?? (await this.template(functionMiB));
     const vm = await this.driver.create({
       ...this.newSpec(),
       memoryMiB: t.memoryMiB,
@@ -197,8 +221,9 @@ export class VmHost {
     return new GuestSession(this.driver, vm, this.limits);
   }
 
-  private async makeTemplate(functionMiB: number): Promise<Template> {
-    const dir = path.join(this.templateDir, `${this.image.imageId.slice(0, 12)}-${functionMiB}`);
+  private async makeTemplate(functionMiB: number, loaded?: { key: string; fn: FunctionInit }): Promise<Template> {
+    const name = loaded ? `fn-${createHash('sha256').update(loaded.key).digest('hex').slice(0, 16)}` : String(functionMiB);
+    const dir = path.join(this.templateDir, `${this.image.imageId.slice(0, 12)}-${name}`);
     await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
     const ramPath = path.join(dir, 'ram');
     const statePath = path.join(dir, 'state');
@@ -212,6 +237,7 @@ export class VmHost {
     const session = new GuestSession(this.driver, vm, this.limits);
     try {
       await session.boot();
+      if (loaded) await session.init(loaded.fn);
       // Warm-up: run the reseed path once so clones resume with it already translated (TCG) and
       // compiled (V8). Each clone is re-keyed with its own entropy right after restore.
       await session.reseed(randomBytes(64));
@@ -253,7 +279,7 @@ export class VmHost {
 
   async close(): Promise<void> {
     await this.driver.close();
-    await Promise.allSettled(this.templates.values());
+    await Promise.allSettled([...this.templates.values(), ...this.functionTemplates.values()]);
     await fsp.rm(this.runDir, { recursive: true, force: true });
     await fsp.rm(this.templateDir, { recursive: true, force: true });
   }

@@ -12,10 +12,11 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { StartKind } from '../contracts/bus.js';
-import type { FunctionRecord } from '../contracts/functions.js';
+import { usesSnapshot, type FunctionRecord } from '../contracts/functions.js';
 import type { Logger } from '../lib/logger.js';
-import type { GuestSession } from './guest-session.js';
-import { guestMemoryMiB, type VmHost } from './vm-host.js';
+import { DriverError } from './driver/types.js';
+import { InvocationError, type GuestSession } from './guest-session.js';
+import { guestMemoryMiB, type Template, type VmHost } from './vm-host.js';
 
 export interface VmManagerOptions {
   memoryBudgetMiB: number;
@@ -27,6 +28,8 @@ export interface VmManagerOptions {
   warmTtlMs: number;
   /** Make VMs as copy-on-write clones of a booted template instead of cold boots. */
   clones: boolean;
+  /** Function snapshots kept at most (annotation com.mayfly.snapshot; needs clones); 0: none. */
+  functionSnapshotsMax?: number;
   /** Told after every pool refill (metrics): how long it took and whether a VM was added. */
   onRefill?: (r: { seconds: number; ok: boolean }) => void;
 }
@@ -74,6 +77,23 @@ interface WarmVm {
   key: string;
 }
 
+/**
+ * A function snapshot (SNAPSHOT_ANNOTATION): a template with one function
+ * version loaded, and one VM cloned from it, resumed and paused, ready to
+ * serve the next call of that version with an unpause (no boot, no module load).
+ */
+interface SnapshotEntry {
+  key: string;
+  name: string;
+  functionMiB: number;
+  /** null while the snapshot is being made; `failed` when making it failed (not retried for this version). */
+  template: Template | null;
+  failed: boolean;
+  pool: Array<{ session: GuestSession; memoryMiB: number }>;
+  refilling: boolean;
+  lastUsed: number;
+}
+
 export function warmKey(fn: Pick<FunctionRecord, 'name' | 'version'>): string {
   return `${fn.name}@${fn.version}`;
 }
@@ -88,6 +108,9 @@ export class VmManager {
   private readonly idleOrder = new Set<WarmVm>();
   private refilling = false;
   private closed = false;
+  private readonly snapshots = new Map<string, SnapshotEntry>();
+  /** Snapshot templates and snapshot VMs being made (not pool VMs: the pool refill must not wait for them). */
+  private snapshotWork = 0;
   /** Calls that wanted a fresh VM (pool demand), per second. */
   private readonly demand = new RateMeter();
   /** Measured: seconds to make one pool VM, and MiB a clone really uses (PSS), as moving averages. */
@@ -109,9 +132,10 @@ export class VmManager {
     let warmIdle = 0;
     for (const list of this.warm.values()) warmIdle += list.length;
     return {
-      vms: { booting: this.booting, pool: this.pool.length, warm: warmIdle, busy: this.busy },
+      vms: { booting: this.booting + this.snapshotWork, pool: this.pool.length, warm: warmIdle, busy: this.busy },
       warm: [...this.warm.entries()].filter(([, l]) => l.length > 0).map(([k]) => k),
       pools: { node: this.pool.length },
+      snapshots: [...this.snapshots.values()].map((e) => ({ key: e.key, ready: e.template !== null, failed: e.failed, pooled: e.pool.length })),
       poolTarget: this.poolTarget(),
       refillSeconds: this.refillSeconds,
       refills: this.refills,
@@ -187,6 +211,28 @@ export class VmManager {
         w.session,
       );
     }
+    const snap = usesSnapshot(fn) ? this.snapshots.get(key) : undefined;
+    if (snap?.template) {
+      snap.lastUsed = Date.now();
+      const ready = snap.pool.shift();
+      if (ready) {
+        return this.reservation(
+          ready.memoryMiB,
+          async () => {
+            const t0 = performance.now();
+            try {
+              await this.host.driver.start(ready.session.vm);
+            } catch (err) {
+              await ready.session.destroy('snapshot VM failed to start');
+              throw err;
+            }
+            this.refillSnapshot(snap);
+            return { session: ready.session, start: 'snapshot', startMs: performance.now() - t0 };
+          },
+          ready.session,
+        );
+      }
+    }
     this.demand.mark();
     const pooled = fn.memoryMiB === this.opts.poolFunctionMiB ? this.pool.shift() : undefined;
     if (pooled) {
@@ -199,32 +245,167 @@ export class VmManager {
           await pooled.session.destroy('pool VM failed to start the function');
           throw err;
         }
+        this.snapshotLater(fn, source);
         return { session: pooled.session, start: 'pool', startMs: performance.now() - t0 };
       }, pooled.session);
     }
     const needMiB = this.estimateMiB(fn.memoryMiB);
     if (!this.makeRoom(needMiB)) return null;
     this.reserved += needMiB;
+    if (snap?.template) {
+      // The snapshot's ready VM is taken: clone one now (still no module load).
+      const template = snap.template;
+      return this.reservation(
+        needMiB,
+        async () => {
+          const t0 = performance.now();
+          const session = await this.snapshotClone(snap.functionMiB, template);
+          this.refillSnapshot(snap);
+          return { session, start: 'snapshot', startMs: performance.now() - t0 };
+        },
+        null,
+      );
+    }
     return this.reservation(
       needMiB,
       async (source) => {
-        const t0 = performance.now();
-        const { session, kind } = await this.freshVm(fn.memoryMiB);
-        try {
-          await session.init(initOf(fn, source));
-        } catch (err) {
-          await session.destroy('function failed to start');
-          throw err;
-        }
-        return { session, start: kind, startMs: performance.now() - t0 };
+        const lease = await this.startFresh(fn, source);
+        this.snapshotLater(fn, source);
+        return lease;
       },
       null,
     );
   }
 
+  /** A fresh VM (clone or boot) with the function loaded: the retry path of a failed start. */
+  private async startFresh(fn: FunctionRecord, source: FunctionSource): Promise<Omit<Lease, 'release'>> {
+    const t0 = performance.now();
+    const { session, kind } = await this.freshVm(fn.memoryMiB);
+    try {
+      await session.init(initOf(fn, source));
+    } catch (err) {
+      await session.destroy('function failed to start');
+      throw err;
+    }
+    return { session, start: kind, startMs: performance.now() - t0 };
+  }
+
+  /** A clone of a function snapshot, resumed (re-keyed) and ready to run the function. */
+  private async snapshotClone(functionMiB: number, template: Template): Promise<GuestSession> {
+    const session = await this.host.prepareClone(functionMiB, template);
+    try {
+      await session.resumeClone(randomBytes(64));
+    } catch (err) {
+      await session.destroy('snapshot clone failed to resume');
+      throw err;
+    }
+    return session;
+  }
+
+  /**
+   * After a function that asks for snapshots has loaded in a VM: make its
+   * snapshot in the background (once per version; a newer version replaces the
+   * older ones of that function; least recently used dropped beyond the limit).
+   * The VM it boots for that is counted against the memory budget while it runs;
+   * when the budget has no room, no snapshot is made now (the next start tries again).
+   */
+  private snapshotLater(fn: FunctionRecord, source: FunctionSource): void {
+    const max = this.opts.functionSnapshotsMax ?? 0;
+    if (!usesSnapshot(fn) || max <= 0 || !this.opts.clones || this.closed) return;
+    const key = warmKey(fn);
+    if (this.snapshots.has(key)) return;
+    const ramMiB = guestMemoryMiB(this.host.image, fn.memoryMiB);
+    if (this.reserved + ramMiB > this.opts.memoryBudgetMiB) return;
+    for (const e of [...this.snapshots.values()]) if (e.name === fn.name) void this.dropSnapshot(e, 'a newer version replaced it');
+    while (this.snapshots.size >= max) {
+      const oldest = [...this.snapshots.values()].reduce((a, b) => (b.lastUsed < a.lastUsed ? b : a));
+      void this.dropSnapshot(oldest, 'least recently used');
+    }
+    const entry: SnapshotEntry = { key, name: fn.name, functionMiB: fn.memoryMiB, template: null, failed: false, pool: [], refilling: false, lastUsed: Date.now() };
+    this.snapshots.set(key, entry);
+    this.reserved += ramMiB;
+    this.snapshotWork++;
+    const t0 = performance.now();
+    void this.host.functionTemplate(key, initOf(fn, source)).then(
+      (t) => {
+        this.reserved -= ramMiB;
+        this.snapshotWork--;
+        if (this.snapshots.get(key) !== entry || this.closed) {
+          void this.host.dropFunctionTemplate(key);
+          return;
+        }
+        entry.template = t;
+        this.log.info({ fn: key, ms: Math.round(performance.now() - t0) }, 'function snapshot ready');
+        this.refillSnapshot(entry);
+        this.refill(); // the memory the snapshot VM used is free again
+      },
+      (err: unknown) => {
+        this.reserved -= ramMiB;
+        this.snapshotWork--;
+        entry.failed = true;
+        this.log.warn({ err, fn: key }, 'function snapshot failed; its calls start as before');
+        this.refill();
+      },
+    );
+  }
+
+  /** Keeps one VM cloned from the snapshot ready and paused. */
+  private refillSnapshot(entry: SnapshotEntry): void {
+    const template = entry.template;
+    if (!template || entry.refilling || entry.pool.length >= 1 || this.closed || this.snapshots.get(entry.key) !== entry) return;
+    const needMiB = this.estimateMiB(entry.functionMiB);
+    if (this.reserved + needMiB > this.opts.memoryBudgetMiB) return;
+    entry.refilling = true;
+    this.reserved += needMiB;
+    this.snapshotWork++;
+    void (async () => {
+      try {
+        const session = await this.snapshotClone(entry.functionMiB, template);
+        try {
+          await this.host.driver.pause(session.vm);
+        } catch (err) {
+          await session.destroy('snapshot VM could not be paused');
+          throw err;
+        }
+        if (this.closed || this.snapshots.get(entry.key) !== entry) {
+          await session.destroy('function snapshot dropped');
+          this.reserved -= needMiB;
+          return;
+        }
+        const item = { session, memoryMiB: needMiB };
+        void session.vm.exited.then(() => {
+          const i = entry.pool.indexOf(item);
+          if (i >= 0) {
+            entry.pool.splice(i, 1);
+            this.reserved -= needMiB;
+          }
+        });
+        entry.pool.push(item);
+      } catch (err) {
+        this.reserved -= needMiB;
+        this.log.warn({ err, fn: entry.key }, 'could not prepare a VM from a function snapshot');
+      } finally {
+        this.snapshotWork--;
+        entry.refilling = false;
+        this.refill();
+      }
+    })();
+  }
+
+  private async dropSnapshot(entry: SnapshotEntry, why: string): Promise<void> {
+    if (this.snapshots.get(entry.key) !== entry) return;
+    this.snapshots.delete(entry.key);
+    this.log.info({ fn: entry.key, why }, 'function snapshot dropped');
+    const vms = entry.pool.splice(0);
+    for (const v of vms) this.reserved -= v.memoryMiB;
+    await Promise.all(vms.map((v) => v.session.destroy(`function snapshot dropped: ${why}`)));
+    await this.host.dropFunctionTemplate(entry.key);
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     const all: Promise<void>[] = this.pool.splice(0).map((p) => p.session.destroy('worker shutting down'));
+    for (const e of this.snapshots.values()) for (const v of e.pool.splice(0)) all.push(v.session.destroy('worker shutting down'));
     for (const list of this.warm.values()) {
       for (const w of list.splice(0)) {
         clearTimeout(w.timer);
@@ -265,9 +446,21 @@ export class VmManager {
         try {
           lease = await obtain(source);
         } catch (err) {
-          this.busy--;
-          giveBack();
-          throw err;
+          if (!vmFailedToStart(err) || this.closed) {
+            this.busy--;
+            giveBack();
+            throw err;
+          }
+          // The VM died or never came up before the handler was called (a host fault; the guest
+          // has no network, so nothing of the call can have escaped it): once more on a fresh VM.
+          this.log.warn({ err, fn: warmKey(fn) }, 'a VM failed while starting; retrying the start once on a fresh VM');
+          try {
+            lease = await this.startFresh(fn, source);
+          } catch (err2) {
+            this.busy--;
+            giveBack();
+            throw err2;
+          }
         }
         this.refill();
         return {
@@ -391,6 +584,16 @@ export class VmManager {
       }
     })();
   }
+}
+
+/**
+ * A start failure that is the host's, not the function's: the VM could not be
+ * made, crashed or never reported ready (INIT_FAILED / INIT_TIMEOUT are the function's).
+ */
+export function vmFailedToStart(err: unknown): boolean {
+  if (err instanceof InvocationError) return err.code === 'VM_CRASHED' || err.code === 'BOOT_TIMEOUT';
+  if (err instanceof DriverError) return err.code === 'VM_START_FAILED' || err.code === 'VM_GONE' || err.code === 'VM_CONTROL_FAILED';
+  return false;
 }
 
 function initOf(fn: FunctionRecord, source: FunctionSource) {

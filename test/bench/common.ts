@@ -276,11 +276,17 @@ export async function startPlatform(opts: PlatformOptions): Promise<TestPlatform
   return p;
 }
 
-export async function deploy(p: TestPlatform, service: string, code: string, isolation: 'per-request' | 'per-function'): Promise<string> {
+export async function deploy(
+  p: TestPlatform,
+  service: string,
+  code: string,
+  isolation: 'per-request' | 'per-function',
+  annotations: Record<string, string> = {},
+): Promise<string> {
   const res = await fetch(`${p.gatewayUrl}/system/functions`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ service, code, isolation }),
+    body: JSON.stringify({ service, code, isolation, annotations }),
   });
   if (res.status !== 202) throw new Error(`deploy ${service}: ${res.status} ${await res.text()}`);
   return `${p.gatewayUrl}/function/${service}`;

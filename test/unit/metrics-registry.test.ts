@@ -76,6 +76,7 @@ describe('metric definitions', () => {
     expect(vmStartKindLabel('warm')).toBe('unpause');
     expect(vmStartKindLabel('pool')).toBe('pool');
     expect(vmStartKindLabel('clone')).toBe('clone');
+    expect(vmStartKindLabel('snapshot')).toBe('snapshot');
   });
 
   it('validate announcements', () => {
@@ -170,7 +171,7 @@ describe('registries', () => {
     let depth: () => Promise<{ waiting: number; running: number }> = async () => ({ waiting: 5, running: 2 });
     m.attach({ hostsAlive: () => 3, asyncInflight: () => new Map([['f', 2]]), queueDepth: () => depth() });
     let text = await m.registry.metrics();
-    expect(series(text, 'mayfly_placements_total')).toEqual({ '{reason="warm"}': 0, '{reason="pool"}': 1, '{reason="memory"}': 0, '{reason="none"}': 1 });
+    expect(series(text, 'mayfly_placements_total')).toEqual({ '{reason="warm"}': 0, '{reason="snapshot"}': 0, '{reason="pool"}': 1, '{reason="memory"}': 0, '{reason="none"}': 1 });
     expect(series(text, 'mayfly_placement_seconds_count')).toEqual({ '{reason="pool"}': 1, '{reason="none"}': 1 });
     expect(series(text, 'gateway_function_invocation_total')).toEqual({ '{function_name="f",code="200"}': 1, '{function_name="f",code="503"}': 1 });
     expect(series(text, 'mayfly_queue_processed_total')).toEqual({ '{function_name="f",status="succeeded"}': 1, '{function_name="f",status="dead"}': 1 });

@@ -3,7 +3,7 @@ import type { Heartbeat } from '../../contracts/bus.js';
 import { rankHosts } from '../../scheduler/placement.js';
 
 function hb(hostId: string, o: Partial<Heartbeat> = {}): Heartbeat {
-  return { hostId, sentAt: 0, memoryBudgetMiB: 4096, memoryReservedMiB: 0, inflight: 0, vms: {}, warm: [], pools: {}, ...o };
+  return { hostId, sentAt: 0, memoryBudgetMiB: 4096, memoryReservedMiB: 0, inflight: 0, vms: {}, warm: [], pools: {}, snapshots: [], ...o };
 }
 const fn = { name: 'f', version: 3, runtime: 'node' as const, isolation: 'per-function' as const };
 
@@ -28,6 +28,17 @@ describe('rankHosts', () => {
   it('does not use warm VMs for per-request functions', () => {
     const r = rankHosts([hb('a', { warm: ['f@3'] }), hb('b', { pools: { node: 2 } })], { ...fn, isolation: 'per-request' }, 0);
     expect(r[0]).toEqual({ hostId: 'b', reason: 'pool' });
+  });
+
+  it('prefers a host with a snapshot of this version over a pooled one, for either isolation', () => {
+    const hosts = [hb('pooled', { pools: { node: 3 } }), hb('snap-old', { snapshots: ['f@2'] }), hb('snap', { snapshots: ['f@3'] })];
+    for (const isolation of ['per-request', 'per-function'] as const) {
+      expect(rankHosts(hosts, { ...fn, isolation }, 0).map((c) => [c.hostId, c.reason])).toEqual([
+        ['snap', 'snapshot'],
+        ['pooled', 'pool'],
+        ['snap-old', 'memory'],
+      ]);
+    }
   });
 
   it('rotates among equal hosts', () => {

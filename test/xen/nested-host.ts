@@ -113,7 +113,7 @@ export class NestedXenHost {
     const xenArgs = `console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M dom0_max_vcpus=1 loglvl=warning guest_loglvl=warning iommu=0 smap=0 smep=0 spec-ctrl=eager-fpu ${extra}`.trim();
     const dom0Args = 'root=/dev/vda ro console=hvc0 loglevel=4 init=/sbin/mayfly-stub-init';
     const args = [
-      '-M', 'q35', '-accel', 'tcg', '-cpu', cpu, '-smp', '2', '-m', String(memory),
+      '-M', 'q35', '-accel', process.env.MAYFLY_XEN_QEMU_ACCEL ?? 'tcg', '-cpu', cpu, '-smp', '2', '-m', String(memory),
       '-kernel', path.join(BASE, 'xen.elf'),
       '-append', xenArgs,
       '-initrd', `${path.join(BASE, 'vmlinuz')} ${dom0Args},${path.join(BASE, 'initrd.img')}`,
