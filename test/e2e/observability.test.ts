@@ -261,7 +261,7 @@ describe('metrics through a real Prometheus', () => {
     expect(await byLabel('sum by (state) (mayfly_queue_pending)', 'state')).toEqual({ waiting: 0, running: 0 });
     // 3 + 3 + 1 sync, 1 + 2 async attempts; the reason depends on how fresh the scheduler's heartbeats were
     const placements = await byLabel('sum by (reason) (mayfly_placements_total)', 'reason');
-    expect(Object.keys(placements).sort()).toEqual(['memory', 'none', 'pool', 'warm']);
+    expect(Object.keys(placements).sort()).toEqual(['memory', 'none', 'pool', 'snapshot', 'warm']);
     expect(Object.values(placements).reduce((a, b) => a + b, 0)).toBe(10);
     expect(placements.none).toBe(0);
     expect(Number((await query('sum(mayfly_placement_seconds_count)'))[0]!.value[1])).toBe(10);
