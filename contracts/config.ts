@@ -43,6 +43,15 @@ export const configSchema = z.object({
   MAYFLY_XEN_GUEST_TYPE: z.enum(['pvh', 'pv']).default('pvh'),
   /** Name prefix of this worker's Xen domains (its own: leftovers with it are destroyed at start). Default `mayfly-<host id or "w">-`. */
   MAYFLY_XEN_NAME_PREFIX: z.string().regex(/^[A-Za-z0-9_.-]{1,39}[-_.]$/).optional(),
+  /**
+   * Hard CPU affinity of every guest vCPU (xl's `cpus`: "1", "2-3", "^0"); unset: Xen's default.
+   * The nested test host sets "1" (test/xen/nested-host.ts: guests off pCPU 0 under TCG).
+   */
+  MAYFLY_XEN_GUEST_CPUS: z
+    .string()
+    .regex(/^\^?\d+(-\d+)?(,\^?\d+(-\d+)?)*$/, 'CPU numbers and ranges, e.g. "1", "2-3", "^0"')
+    .optional()
+    .or(z.literal('').transform(() => undefined)),
   /** Timeout of one `xl` call (create, save and restore get three times this). */
   MAYFLY_XL_TIMEOUT_MS: int(1000, 600_000).default(60_000),
   /** A prebuilt guest image folder (vmlinux, initrd.img, manifest.json) to use instead of building one (a dom0 has no apt). */

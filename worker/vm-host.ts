@@ -142,6 +142,7 @@ export class VmHost {
         namePrefix: config.MAYFLY_XEN_NAME_PREFIX ?? `mayfly-${config.MAYFLY_HOST_ID ?? 'w'}-`,
         type: config.MAYFLY_XEN_GUEST_TYPE,
         xlTimeoutMs: config.MAYFLY_XL_TIMEOUT_MS,
+        ...(config.MAYFLY_XEN_GUEST_CPUS ? { cpus: config.MAYFLY_XEN_GUEST_CPUS } : {}),
       });
       return new VmHost(image, driver, 'MAYFLY_DRIVER=xen (xl in dom0)', limits, runDir, config.MAYFLY_TEMPLATE_DIR ?? path.join(defaultShmDir(), `mayfly-${process.pid}`));
     }

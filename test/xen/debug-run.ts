@@ -7,6 +7,9 @@
  * pick the emulated CPU and extra Xen options. Unless MAYFLY_XEN_STRESS_ONLY=1,
  * it waits for the worker, deploys the kernel function, invokes it twice, lets
  * the worker run DEBUG_OBSERVE_S more seconds, stops it and prints a summary.
+ * MAYFLY_XEN_BOOTLOOP=N (+ MAYFLY_XEN_BOOTLOOP_CONCURRENCY, _BURN, _PIN, _KARGS, _VCPUS: see
+ * dom0-controller.ts bootloop()) boots N guests in a loop instead, without worker or gateway,
+ * and prints a BOOTLOOP-SUMMARY line with the Xen "Triple fault" count from the serial log.
  * It always stops the QEMU and the platform it started (by PID).
  */
 import fs from 'node:fs';
@@ -51,6 +54,16 @@ async function main(): Promise<void> {
     log(`console: ${host.consoleLog} (cpu ${process.env.MAYFLY_XEN_QEMU_CPU ?? 'default'}, xen extra "${process.env.MAYFLY_XEN_EXTRA_ARGS ?? ''}", env ${JSON.stringify(env)})`);
     await host.waitFor('dom0', 300_000);
     log('dom0 controller up');
+    if (Number(env.MAYFLY_XEN_BOOTLOOP ?? 0) > 0) {
+      // The boot loop (dom0-controller.ts bootloop()): no worker, no gateway. Allow ~30 s per boot.
+      const r = await host.waitFor('bootloop', 120_000 + Number(env.MAYFLY_XEN_BOOTLOOP) * 30_000);
+      await Promise.race([host.exited, new Promise((res) => setTimeout(res, 60_000))]);
+      const serial = fs.readFileSync(host.consoleLog, 'utf8');
+      const triple = serial.split('\n').filter((l) => /\(XEN\) d\d+v\d+ Triple fault/.test(l) && !l.includes('XENTEST')).length;
+      log(`bootloop: ${JSON.stringify(r)}`);
+      log(`BOOTLOOP-SUMMARY boots=${String(r.boots)} ok=${String(r.okCount)} failed=${String(r.failed)} tripleFaults(serial)=${triple} accel=${process.env.MAYFLY_XEN_QEMU_ACCEL ?? 'tcg'} cpu=${process.env.MAYFLY_XEN_QEMU_CPU ?? 'default'} xenExtra="${process.env.MAYFLY_XEN_EXTRA_ARGS ?? ''}" env=${JSON.stringify(env)}`);
+      return;
+    }
     if (env.MAYFLY_XEN_STRESS_S) {
       for (const c of env.MAYFLY_XEN_STRESS_ALONE === '0' ? ['stress-with-guest'] : ['stress-dom0-only', 'stress-with-guest']) log(`${c}: ${JSON.stringify(await host.waitFor(c, 600_000))}`);
     }

@@ -36,6 +36,12 @@ export async function handler() {
 const EVENT = { method: 'POST', path: '/', query: {}, headers: {}, body: '', isBase64Encoded: false };
 
 let nc: NatsConnection | null = null;
+
+/** Every driver here pins guests like the worker does (MAYFLY_XEN_GUEST_CPUS, set by nested-host.ts). */
+function guestCpus(): { cpus?: string } {
+  const cpus = loadConfig().MAYFLY_XEN_GUEST_CPUS;
+  return cpus ? { cpus } : {};
+}
 let lastVm = '';
 function report(check: string, data: Record<string, unknown>): void {
   const line = JSON.stringify({ check, ...data });
@@ -64,7 +70,7 @@ function guestLog(name: string, bytes = 3000): string {
 }
 
 async function debugBoot(image: Awaited<ReturnType<typeof loadPrebuiltImage>>, memoryMiB: number): Promise<void> {
-  const drv = await XenDriver.open({ runDir: '/run/mayfly-dbg', namePrefix: 'mayfly-dbg-' });
+  const drv = await XenDriver.open({ ...guestCpus(), runDir: '/run/mayfly-dbg', namePrefix: 'mayfly-dbg-' });
   const vm = await drv.create({ id: 'dbg', kernelPath: image.kernelPath, initrdPath: image.initrdPath, memoryMiB, kernelArgs: ['console=hvc0', 'loglevel=7'] });
   await drv.start(vm);
   await Promise.race([vm.exited, new Promise((r) => setTimeout(r, 90_000))]);
@@ -82,7 +88,7 @@ async function driverChecks(): Promise<void> {
   if (process.env.MAYFLY_XEN_DEBUG_BOOT === '1') await debugBoot(image, memoryMiB).catch((err: Error) => report('debug-boot', { ok: false, message: err.message }));
 
   // (a) xl failure handling: a config xl rejects; the error must say why, and nothing is left.
-  const drv = await XenDriver.open({ runDir, namePrefix: 'mayfly-chk-' });
+  const drv = await XenDriver.open({ ...guestCpus(), runDir, namePrefix: 'mayfly-chk-' });
   try {
     const t0 = performance.now();
     let message = '';
@@ -164,13 +170,13 @@ async function driverChecks(): Promise<void> {
 
   // (c) worker crash: a driver that dies without cleaning up leaves a domain; the next one with the same prefix sweeps it.
   try {
-    const crashed = await XenDriver.open({ runDir, namePrefix: 'mayfly-crash-' });
+    const crashed = await XenDriver.open({ ...guestCpus(), runDir, namePrefix: 'mayfly-crash-' });
     await crashed.create({ id: id(), kernelPath: image.kernelPath, initrdPath: image.initrdPath, memoryMiB });
     const before = (await crashed.ownDomains()).map((d) => d.name);
     // Another worker's prefix must not be touched by this sweep.
-    const other = await XenDriver.open({ runDir, namePrefix: 'mayfly-other-' });
+    const other = await XenDriver.open({ ...guestCpus(), runDir, namePrefix: 'mayfly-other-' });
     const otherVm = await other.create({ id: id(), kernelPath: image.kernelPath, initrdPath: image.initrdPath, memoryMiB });
-    const next = await XenDriver.open({ runDir, namePrefix: 'mayfly-crash-' }); // sweeps in open()
+    const next = await XenDriver.open({ ...guestCpus(), runDir, namePrefix: 'mayfly-crash-' }); // sweeps in open()
     const after = (await next.ownDomains()).map((d) => d.name);
     const otherStill = (await other.ownDomains()).length;
     await other.destroy(otherVm);
@@ -265,7 +271,7 @@ async function stress(seconds: number): Promise<void> {
     report('stress-dom0-only', { ok: !bad(alone), seconds, results: alone });
   }
   const image = await loadPrebuiltImage(process.env.MAYFLY_IMAGE_DIR!);
-  const drv = await XenDriver.open({ runDir: '/run/mayfly-stress', namePrefix: 'mayfly-stress-' });
+  const drv = await XenDriver.open({ ...guestCpus(), runDir: '/run/mayfly-stress', namePrefix: 'mayfly-stress-' });
   const limits = { ...DEFAULT_SESSION_LIMITS, bootTimeoutMs: 240_000, initTimeoutMs: 120_000 };
   try {
     const sessions: GuestSession[] = [];
@@ -295,6 +301,101 @@ async function stress(seconds: number): Promise<void> {
   await drv.close();
 }
 
+/** Triple-fault lines in Xen's console ring (`xl dmesg`; the outer side also counts them in QEMU's serial log). */
+async function xenTripleFaults(): Promise<string[]> {
+  const r = await runTool('xl', ['dmesg'], 30_000).catch(() => null);
+  return (r?.stdout ?? '').split('\n').filter((l) => /Triple fault/.test(l));
+}
+
+/**
+ * MAYFLY_XEN_BOOTLOOP=N: boots N guests the way the worker does (create -p, unpause, agent's
+ * ready, init + invoke a trivial function, destroy), MAYFLY_XEN_BOOTLOOP_CONCURRENCY at a time
+ * (default 1), and counts the failures; Xen's "Triple fault" lines are counted from `xl dmesg`.
+ * Knobs for the nested-host triple-fault hunt (all optional):
+ *   MAYFLY_XEN_BOOTLOOP_BURN=K      K busy-loop processes in dom0 during the loop (like a busy worker)
+ *   MAYFLY_XEN_BOOTLOOP_PIN=G[:D]   pin every guest vCPU to pCPU G (`xl vcpu-pin` before unpause),
+ *                                   and dom0's vCPU to pCPU D
+ *   MAYFLY_XEN_BOOTLOOP_KARGS='a b' extra guest kernel arguments (e.g. 'console=hvc0 loglevel=7':
+ *                                   printk before the agent's first frame is skipped by the host)
+ *   MAYFLY_XEN_BOOTLOOP_VCPUS=V     guest vCPUs (default 1)
+ */
+async function bootloop(n: number): Promise<void> {
+  const conc = Math.max(1, Number(process.env.MAYFLY_XEN_BOOTLOOP_CONCURRENCY ?? 1));
+  const burnN = Number(process.env.MAYFLY_XEN_BOOTLOOP_BURN ?? 0);
+  const pin = process.env.MAYFLY_XEN_BOOTLOOP_PIN ?? '';
+  const [guestCpu, dom0Cpu] = pin ? pin.split(':') : [];
+  const kargs = (process.env.MAYFLY_XEN_BOOTLOOP_KARGS ?? '').split(' ').filter(Boolean);
+  const vcpus = Number(process.env.MAYFLY_XEN_BOOTLOOP_VCPUS ?? 1);
+  const image = await loadPrebuiltImage(process.env.MAYFLY_IMAGE_DIR!);
+  const memoryMiB = guestMemoryMiB(image, 64);
+  const limits = { ...DEFAULT_SESSION_LIMITS, bootTimeoutMs: 120_000, initTimeoutMs: 120_000 };
+  const drv = await XenDriver.open({ ...guestCpus(), runDir: '/run/mayfly-loop', namePrefix: 'mayfly-loop-' });
+  if (dom0Cpu) await runTool('xl', ['vcpu-pin', '0', 'all', dom0Cpu], 30_000).catch((err: Error) => report('bootloop-note', { ok: false, message: `dom0 pin: ${err.message}` }));
+  const burners = Array.from({ length: burnN }, () => spawn(process.execPath, ['-e', 'for(;;){}'], { stdio: 'ignore' }));
+  const before = (await xenTripleFaults()).length;
+  const t0 = performance.now();
+  const fails: Array<Record<string, unknown>> = [];
+  const bootMs: number[] = [];
+  let next = 0;
+  let okCount = 0;
+  const one = async (i: number): Promise<void> => {
+    const tf0 = (await xenTripleFaults()).length;
+    let name = '';
+    let stage = 'create';
+    let s: GuestSession | null = null;
+    try {
+      const vm = await drv.create({ id: `b${i}`, kernelPath: image.kernelPath, initrdPath: image.initrdPath, memoryMiB, vcpus, kernelArgs: kargs });
+      name = `mayfly-loop-b${i}`;
+      if (guestCpu) await runTool('xl', ['vcpu-pin', name, 'all', guestCpu], 30_000);
+      if (i === 0) {
+        // Where the vCPUs may run (MAYFLY_XEN_GUEST_CPUS / _PIN), as Xen sees it: `xl vcpu-list` of the first guest and dom0.
+        const vl = await runTool('xl', ['vcpu-list'], 30_000).catch((err: Error) => ({ stdout: err.message }));
+        report('bootloop-affinity', { ok: true, vcpuList: vl.stdout.trim().split('\n') });
+      }
+      s = new GuestSession(drv, vm, limits);
+      stage = 'boot';
+      bootMs.push(Math.round(await s.boot()));
+      stage = 'init';
+      await s.init({ functionName: 'kernel', code: KERNEL_FN, handler: 'handler', env: {}, memoryLimitInMB: 64 });
+      stage = 'invoke';
+      const r = await s.invoke({ callId: `b${i}`, event: EVENT, timeoutMs: 60_000 });
+      if (!r.ok) throw new Error(`invoke failed: ${JSON.stringify(r).slice(0, 300)}`);
+      okCount++;
+      console.log(`[bootloop] ${i} ok boot ${bootMs.at(-1)} ms`);
+    } catch (err) {
+      const tf = await xenTripleFaults();
+      const f = { i, stage, message: (err as Error).message.slice(0, 300), tripleFaultsDuring: tf.length - tf0, lastTriple: tf.at(-1) ?? '', guestLog: name ? guestLog(name, 1500) : '' };
+      fails.push(f);
+      report('bootloop-fail', { ok: false, ...f });
+    } finally {
+      await s?.destroy('loop').catch(() => {});
+    }
+  };
+  await Promise.all(
+    Array.from({ length: conc }, async () => {
+      for (let i = next++; i < n; i = next++) await one(i);
+    }),
+  );
+  for (const b of burners) b.kill('SIGKILL');
+  const after = await xenTripleFaults();
+  report('bootloop', {
+    ok: fails.length === 0,
+    boots: n,
+    okCount,
+    failed: fails.length,
+    tripleFaults: after.length - before,
+    concurrency: conc,
+    burn: burnN,
+    pin,
+    kargs: kargs.join(' '),
+    vcpus,
+    bootMs: { median: median(bootMs), max: Math.max(0, ...bootMs) },
+    seconds: Math.round((performance.now() - t0) / 1000),
+    failures: fails.map((f) => ({ i: f.i, stage: f.stage, tf: f.tripleFaultsDuring })),
+  });
+  await drv.close();
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s.length ? Math.round(s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2) : NaN;
@@ -308,7 +409,7 @@ async function bench(): Promise<void> {
   const types = (process.env.MAYFLY_XEN_BENCH_TYPES ?? 'pvh').split(',') as Array<'pvh' | 'pv'>;
   const limits = { ...DEFAULT_SESSION_LIMITS, bootTimeoutMs: 240_000 };
   for (const type of types) {
-    const drv = await XenDriver.open({ runDir: '/run/mayfly-bench', namePrefix: `mayfly-b${type}-`, type });
+    const drv = await XenDriver.open({ ...guestCpus(), runDir: '/run/mayfly-bench', namePrefix: `mayfly-b${type}-`, type });
     const t: Record<string, number[]> = { create: [], 'create -p': [], unpause_first: [], 'boot to ready': [], pause: [], unpause: [], save: [], restore: [], destroy: [] };
     for (let i = 0; i < runs; i++) {
       try {
@@ -363,6 +464,12 @@ async function main(): Promise<void> {
   report('dom0', { ok: true, node: process.version, uptimeS: Number((await runTool('cut', ['-d ', '-f1', '/proc/uptime'], 5000)).stdout.trim()) });
   if (process.env.MAYFLY_XEN_MODE === 'bench') {
     await bench();
+    await nc?.close().catch(() => {});
+    return;
+  }
+  if (Number(process.env.MAYFLY_XEN_BOOTLOOP ?? 0) > 0) {
+    await bootloop(Number(process.env.MAYFLY_XEN_BOOTLOOP));
+    await nc?.flush().catch(() => {});
     await nc?.close().catch(() => {});
     return;
   }

@@ -16,6 +16,32 @@ import { PROJECT_ROOT } from '../../contracts/config.js';
 export const XEN_CACHE = process.env.MAYFLY_XEN_CACHE ?? path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'mayfly', 'xen');
 export const BASE = path.join(XEN_CACHE, 'base');
 
+/**
+ * Where guest vCPUs may run on the nested host (xl `cpus`, via MAYFLY_XEN_GUEST_CPUS; '' = no
+ * pinning, i.e. Xen's default). Default "1": guests on pCPU 1, with dom0's vCPU pinned to pCPU 0
+ * (`dom0_vcpus_pin`). Why: PVH guests on this host occasionally died early in boot with
+ * "(XEN) dNv0 Triple fault - invoking HVM shutdown action", and every register dump seen (21:
+ * 3 in earlier runs, 18 in the boot loop) was of a guest vCPU on pCPU 0, at or just after an
+ * intercepted instruction: almost all in the kernel's PIT calibration loop (quick_pit_calibrate,
+ * `in $0x42`: up to 50000 IOIO exits per boot, interrupts off), one after an x2APIC EOI wrmsr.
+ * Why pCPU 0 (QEMU's first vCPU thread, the boot CPU, where device and platform-timer interrupts
+ * go) was not established: a race in QEMU 7.2's emulated SVM is the likely cause. Measured with the
+ * boot loop (debug-run.js MAYFLY_XEN_BOOTLOOP=30 MAYFLY_XEN_BOOTLOOP_CONCURRENCY=2
+ * MAYFLY_XEN_BOOTLOOP_BURN=1, i.e. a busy dom0; 2026-11-29):
+ * unpinned, 6 triple faults in 30 boots; guests pinned to pCPU 0 (dom0 on 1), 12/30; guests on
+ * pCPU 1 (dom0 on 0; `xl vcpu-pin` once, then this default twice), 0 triple faults in 150 boots —
+ * but 1 of the 150 still died at boot without a triple fault (no console output with the quiet
+ * guest kernel line), like the thread=single deaths below: rarer, not gone (the worker retries a
+ * VM that fails while starting once).
+ * Single-threaded TCG (MAYFLY_XEN_QEMU_ACCEL=tcg,thread=single, unpinned) is no cure: no triple
+ * fault, but 5 of 30 guests died at boot without one, and 1 of 20 in a rerun with the guest's
+ * printk on hvc0 (loglevel=7): "Kernel panic - not syncing: Fatal exception in interrupt" after
+ * a page fault in error_entry on the entry stack — broken exception delivery again; boots took
+ * 13-14 s instead of 7.5 s.
+ * A workaround for the emulation, like spec-ctrl=eager-fpu; Xen hardware needs no pinning.
+ */
+const GUEST_CPUS = process.env.MAYFLY_XEN_GUEST_CPUS ?? '1';
+
 export interface XenReport {
   check: string;
   ok: boolean;
@@ -86,6 +112,8 @@ export class NestedXenHost {
       MAYFLY_HEARTBEAT_MS: '1000',
       MAYFLY_LOG_LEVEL: 'info',
       MAYFLY_XEN_DEBUG_BOOT: process.env.MAYFLY_XEN_DEBUG_BOOT ?? '0',
+      // Guest vCPUs on pCPU 1 only (xl `cpus`), dom0 on pCPU 0 (dom0_vcpus_pin below): see GUEST_CPUS.
+      MAYFLY_XEN_GUEST_CPUS: GUEST_CPUS,
       ...opts.env,
     };
     fs.writeFileSync(path.join(app, 'run.env'), Object.entries(env).map(([k, v]) => `${k}='${v}'`).join('\n') + '\n');
@@ -110,7 +138,8 @@ export class NestedXenHost {
     // SIGSEGV) once the first pool guest ran. Real AMD hardware does not need it (Xen on Intel
     // is eager by default anyway); the cost, a save/restore per vCPU switch, is small.
     // smap=0 smep=0: see ../shared/notes/xen-nested.md (TCG's SMAP emulation crashes dom0).
-    const xenArgs = `console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M dom0_max_vcpus=1 loglvl=warning guest_loglvl=warning iommu=0 smap=0 smep=0 spec-ctrl=eager-fpu ${extra}`.trim();
+    const pin = GUEST_CPUS !== '' ? 'dom0_vcpus_pin' : '';
+    const xenArgs = `console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M dom0_max_vcpus=1 ${pin} loglvl=warning guest_loglvl=warning iommu=0 smap=0 smep=0 spec-ctrl=eager-fpu ${extra}`.replace(/ +/g, ' ').trim();
     const dom0Args = 'root=/dev/vda ro console=hvc0 loglevel=4 init=/sbin/mayfly-stub-init';
     const args = [
       '-M', 'q35', '-accel', process.env.MAYFLY_XEN_QEMU_ACCEL ?? 'tcg', '-cpu', cpu, '-smp', '2', '-m', String(memory),

@@ -36,6 +36,13 @@ describe('xl guest config', () => {
     expect(c).toContain('type = "pv"');
     expect(c).not.toContain('tsc_mode');
   });
+  it('vCPU affinity: a cpus line only when set, xl syntax only', () => {
+    expect(renderXlConfig({ ...base, type: 'pvh' })).not.toMatch(/^cpus/m);
+    expect(renderXlConfig({ ...base, type: 'pvh', cpus: '1' })).toMatch(/^cpus = "1"$/m);
+    expect(renderXlConfig({ ...base, type: 'pvh', cpus: '^0,2-3' })).toMatch(/^cpus = "\^0,2-3"$/m);
+    expect(() => renderXlConfig({ ...base, type: 'pvh', cpus: '1" extra="x' })).toThrow(/invalid cpus/);
+    expect(() => renderXlConfig({ ...base, type: 'pvh', cpus: '' })).toThrow(/invalid cpus/);
+  });
   it('keeps kernel messages off hvc0 and appends extra args', () => {
     const cl = xenKernelCommandLine(['foo=1']);
     expect(cl).toMatch(/console=tty0/);

@@ -31,6 +31,7 @@ import {
   parseXlListJson,
   parseXlListText,
   renderXlConfig,
+  validCpus,
   validPrefix,
   xenKernelCommandLine,
   type XenGuestType,
@@ -56,6 +57,11 @@ export interface XenDriverOptions {
    * the initramfs no longer fits ("Initramfs unpacking failed: write error").
    */
   memoryOverheadMiB?: number;
+  /**
+   * Hard affinity of every guest vCPU (xl's `cpus`, e.g. "1"; MAYFLY_XEN_GUEST_CPUS); none:
+   * no pinning. The nested test host sets "1" (guests off pCPU 0; see test/xen/nested-host.ts).
+   */
+  cpus?: string;
 }
 
 export const XEN_GUEST_MEMORY_OVERHEAD_MIB = 128;
@@ -159,6 +165,7 @@ export class XenDriver implements HypervisorDriver {
   private readonly xsRead: string;
   private readonly timeoutMs: number;
   private readonly type: XenGuestType;
+  private readonly cpus: string | undefined;
 
   constructor(private readonly opts: XenDriverOptions) {
     if (!validPrefix(opts.namePrefix)) {
@@ -168,6 +175,10 @@ export class XenDriver implements HypervisorDriver {
     this.xsRead = opts.xenstoreReadBinary ?? 'xenstore-read';
     this.timeoutMs = opts.xlTimeoutMs ?? 60_000;
     this.type = opts.type ?? 'pvh';
+    this.cpus = opts.cpus || undefined;
+    if (this.cpus !== undefined && !validCpus(this.cpus)) {
+      throw new DriverError('DRIVER_UNAVAILABLE', `invalid guest CPU affinity "${this.cpus}" (MAYFLY_XEN_GUEST_CPUS: e.g. "1", "2-3", "^0")`);
+    }
     this.accel = `xen-${this.type}`;
   }
 
@@ -201,6 +212,7 @@ export class XenDriver implements HypervisorDriver {
       memoryMiB: spec.memoryMiB + (this.opts.memoryOverheadMiB ?? XEN_GUEST_MEMORY_OVERHEAD_MIB),
       vcpus: spec.vcpus ?? 1,
       cmdline: this.kernelCommandLine(spec),
+      cpus: this.cpus,
     });
   }
 

@@ -15,6 +15,16 @@ export interface XlConfigInput {
   memoryMiB: number;
   vcpus: number;
   cmdline: string;
+  /**
+   * Hard affinity of the guest's vCPUs (xl's `cpus`, e.g. "1", "2-3", "^0"); none when unset.
+   * The nested test host pins guests away from pCPU 0 (see test/xen/nested-host.ts).
+   */
+  cpus?: string;
+}
+
+/** The subset of xl's `cpus` syntax accepted here: "all", or a list of CPUs / ranges, each optionally negated. */
+export function validCpus(cpus: string): boolean {
+  return /^(all|\^?\d+(-\d+)?(,\^?\d+(-\d+)?)*)$/.test(cpus);
 }
 
 /**
@@ -57,6 +67,7 @@ export function xlString(v: string): string {
 export function renderXlConfig(c: XlConfigInput): string {
   if (!Number.isInteger(c.memoryMiB) || c.memoryMiB < 16) throw new Error(`invalid guest memory ${c.memoryMiB} MiB`);
   if (!Number.isInteger(c.vcpus) || c.vcpus < 1) throw new Error(`invalid vcpus ${c.vcpus}`);
+  if (c.cpus !== undefined && !validCpus(c.cpus)) throw new Error(`invalid cpus "${c.cpus}" (e.g. "1", "2-3", "^0")`);
   const lines = [
     `# Mayfly guest ${c.name} (generated; one file per VM)`,
     `name = ${xlString(c.name)}`,
@@ -67,6 +78,7 @@ export function renderXlConfig(c: XlConfigInput): string {
     `memory = ${c.memoryMiB}`,
     `maxmem = ${c.memoryMiB}`,
     `vcpus = ${c.vcpus}`,
+    ...(c.cpus !== undefined ? [`cpus = ${xlString(c.cpus)}`] : []),
     'vif = []',
     'disk = []',
     'on_poweroff = "destroy"',
