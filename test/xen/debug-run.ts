@@ -19,16 +19,8 @@ import { loadConfig, PROJECT_ROOT } from '../../contracts/config.js';
 import { ensureImage } from '../../functions/image/build.js';
 import { TestPlatform } from '../helpers/platform.js';
 import { NestedXenHost } from './nested-host.js';
+import { KERNEL_FN } from './kernel-fn.js';
 
-const KERNEL_FN = `
-import fs from 'node:fs';
-import os from 'node:os';
-export async function handler() {
-  let hv = 'none';
-  try { hv = fs.readFileSync('/sys/hypervisor/type', 'utf8').trim(); } catch {}
-  const bootId = fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
-  return { release: os.release(), hypervisor: hv, bootId };
-}`;
 
 const t0 = Date.now();
 const since = () => `${Math.round((Date.now() - t0) / 1000)}s`;

@@ -21,17 +21,8 @@ import { runTool } from '../../worker/driver/xl-run.js';
 import { parseXlListJson } from '../../worker/driver/xl-config.js';
 import { GuestSession, DEFAULT_SESSION_LIMITS } from '../../worker/guest-session.js';
 import { guestMemoryMiB } from '../../worker/vm-host.js';
+import { KERNEL_FN } from './kernel-fn.js';
 
-const KERNEL_FN = `
-import fs from 'node:fs';
-import os from 'node:os';
-export async function handler() {
-  let hv = 'none';
-  try { hv = fs.readFileSync('/sys/hypervisor/type', 'utf8').trim(); } catch {}
-  let bootId = '';
-  try { bootId = fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(); } catch {}
-  return { release: os.release(), hypervisor: hv, bootId };
-}`;
 
 const EVENT = { method: 'POST', path: '/', query: {}, headers: {}, body: '', isBase64Encoded: false };
 

@@ -14,16 +14,8 @@ import { ensureImage, type GuestImage } from '../../functions/image/build.js';
 import { ensureConfiguredImage } from '../../functions/image/image-options.js';
 import { TestPlatform } from '../helpers/platform.js';
 import { NestedXenHost, type XenReport } from './nested-host.js';
+import { KERNEL_FN } from './kernel-fn.js';
 
-const KERNEL_FN = `
-import fs from 'node:fs';
-import os from 'node:os';
-export async function handler() {
-  let hv = 'none';
-  try { hv = fs.readFileSync('/sys/hypervisor/type', 'utf8').trim(); } catch {}
-  const bootId = fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
-  return { release: os.release(), hypervisor: hv, bootId };
-}`;
 
 let platform: TestPlatform;
 let tinyx: GuestImage;

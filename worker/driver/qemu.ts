@@ -18,6 +18,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { QmpClient } from './qmp.js';
 import { DriverError, type HypervisorDriver, type Vm, type VmExit, type VmSpec, type VmState } from './types.js';
+import { GUEST_KERNEL_ARGS } from './guest-kernel-args.js';
 
 export type Accel = 'kvm' | 'tcg';
 
@@ -35,22 +36,11 @@ export interface QemuDriverOptions {
 /** Kernel arguments measured to boot fast on microvm (../shared/notes/qemu-on-this-machine.md). */
 const BASE_KERNEL_ARGS = [
   'quiet',
-  'panic=-1', // with -no-reboot a guest panic ends the QEMU process: the worker sees it at once
-  'cryptomgr.notests',
-  'no_timer_check',
+  ...GUEST_KERNEL_ARGS,
   'i8042.noaux',
   'i8042.nomux',
   'i8042.nopnp',
   'i8042.dumbkbd',
-  'nokaslr',
-  // Safe only because isolation is enforced at the VM boundary by the host, not inside the guest.
-  'mitigations=off',
-  'init_on_alloc=0',
-  'rodata=off',
-  'audit=0',
-  'apparmor=0',
-  'security=none',
-  'random.trust_cpu=on',
   '8250.nr_uarts=1',
   'pci=off',
   'initcall_blacklist=init_kprobe_trace,cubictcp_register,crypto_kdf108_init,load_system_certificate_list,init_ima,init_encrypted,cmos_init,audit_fsnotify_init,snapshot_device_init,hugetlb_init',

@@ -4,6 +4,7 @@
  * `xl list` / `xl list -l` output, domain naming, and the console preamble skipper.
  */
 import { FRAME_HEADER_BYTES, FRAME_MAGIC_0, FRAME_MAGIC_1 } from '../../contracts/frame.js';
+import { GUEST_KERNEL_ARGS } from './guest-kernel-args.js';
 
 export type XenGuestType = 'pvh' | 'pv';
 
@@ -34,24 +35,7 @@ export function validCpus(cpus: string): boolean {
  * keeps printk quiet. The host still skips non-frame bytes before the first
  * frame (ConsolePreamble), in case a kernel prints to hvc0 anyway.
  */
-export const XEN_BASE_KERNEL_ARGS = [
-  'console=tty0',
-  'quiet',
-  'loglevel=0',
-  'panic=-1', // with on_reboot = "destroy": a guest panic ends the domain at once
-  'cryptomgr.notests',
-  'no_timer_check',
-  'nokaslr',
-  // Safe only because isolation is enforced at the VM boundary by the host, not inside the guest.
-  'mitigations=off',
-  'init_on_alloc=0',
-  'rodata=off',
-  'audit=0',
-  'apparmor=0',
-  'security=none',
-  'random.trust_cpu=on',
-  '8250.nr_uarts=0',
-];
+export const XEN_BASE_KERNEL_ARGS = ['console=tty0', 'quiet', 'loglevel=0', ...GUEST_KERNEL_ARGS, '8250.nr_uarts=0'];
 
 export function xenKernelCommandLine(extra: string[] = []): string {
   return [...XEN_BASE_KERNEL_ARGS, ...extra].join(' ');
