@@ -21,7 +21,6 @@
  * source (vitest), the worker is looked up at <project>/dist/functions/image/, so
  * run `npx tsc -p tsconfig.json` first (npm test does, in pretest).
  */
-import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, copyFile, link, mkdir, readdir, readFile, realpath, rename, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -36,6 +35,7 @@ import type { WriteImageResult, WriteImageTask } from './image-worker.js';
 import { ensureKernel, run, type CachedKernel } from './kernel.js';
 import { buildKernel, defaultTinyxConfig, formatKernelProgress, type BuiltKernel, type KernelConfigInput } from './kernel-build.js';
 import { discoverRuntime, recipeFor } from './runtime-deps.js';
+import { isErrno, pidAlive, sha256, tmpSuffix } from './cache-util.js';
 
 /** Bump when the image layout or /init changes in a way the inputs do not capture. */
 export const BUILDER_VERSION = '1';
@@ -165,24 +165,6 @@ exec /usr/bin/node ${GUEST_AGENT_PATH}
 // ---------------------------------------------------------------------------
 // helpers
 
-function sha256(text: string | Buffer): string {
-  return createHash('sha256').update(text).digest('hex');
-}
-
-function isErrno(err: unknown, ...codes: string[]): boolean {
-  return codes.includes((err as NodeJS.ErrnoException)?.code ?? '');
-}
-
-const tmpSuffix = (): string => `${process.pid}-${randomBytes(4).toString('hex')}`;
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return isErrno(err, 'EPERM');
-  }
-}
 
 /** Removes `.tmp-*-<pid>-<rand>` leftovers of builders that died (a crash mid-build). */
 async function sweepStaleTemps(dir: string): Promise<void> {

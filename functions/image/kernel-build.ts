@@ -19,13 +19,13 @@
  * same config share one kernel, and a cache hit costs a file read and a stat.
  */
 import { spawn } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { copyFile, mkdir, open, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readElf } from './elf.js';
 import { run } from './kernel.js';
+import { pidAlive, sha256, tmpSuffix } from './cache-util.js';
 
 /** Debian's source package of the guest kernel and where it puts the tarball. */
 export const KERNEL_SOURCE_PACKAGE = 'linux-source-6.1';
@@ -227,20 +227,6 @@ export function microvmNeeds(config: string): { machineOptions: string[]; bootAr
 // ---------------------------------------------------------------------------
 // helpers
 
-function sha256(data: string | Buffer): string {
-  return createHash('sha256').update(data).digest('hex');
-}
-
-const tmpSuffix = (): string => `${process.pid}-${randomBytes(4).toString('hex')}`;
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 function fmtDuration(ms: number): string {
   const s = Math.round(ms / 1000);
