@@ -51,6 +51,10 @@ export const hostIdSchema = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/);
 export const startKindSchema = z.enum(['cold', 'pool', 'clone', 'snapshot', 'warm']);
 export type StartKind = z.infer<typeof startKindSchema>;
 
+/** Timing stamps of a traced call ([step, ms since epoch]); see lib/trace.ts. */
+export const traceSchema = z.array(z.tuple([z.string().max(32), z.number()])).max(32);
+export type Trace = z.infer<typeof traceSchema>;
+
 export const invokeRequestSchema = z.object({
   callId: z.string().min(1).max(128),
   fn: functionRecordSchema,
@@ -65,6 +69,8 @@ export const invokeRequestSchema = z.object({
    * another host by then. Keeps a sync call from running twice.
    */
   offerExpiresAt: z.number().default(0),
+  /** Present when the caller asked for a timing trace: each hop appends its stamps. */
+  trace: traceSchema.optional(),
 });
 export type InvokeRequest = z.infer<typeof invokeRequestSchema>;
 
@@ -95,6 +101,7 @@ export const invokeResultSchema = z.object({
   start: startKindSchema.optional(),
   durationMs: z.number(),
   logs: z.array(logLineSchema),
+  trace: traceSchema.optional(),
   outcome: z.discriminatedUnion('kind', [
     /** The handler returned; `value` absent means undefined. */
     z.object({ kind: z.literal('value'), value: z.unknown().optional() }),

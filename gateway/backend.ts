@@ -3,7 +3,7 @@
  * a small handler interface in front of the backend). The NATS implementation
  * is ./nats-backend.ts; unit tests of the routes may use an in-memory one.
  */
-import type { AsyncCall, CallRecord, CallStatus, InvokeResult } from '../contracts/bus.js';
+import type { AsyncCall, CallRecord, CallStatus, InvokeResult, Trace } from '../contracts/bus.js';
 import type { DeployRequest, FunctionRecord } from '../contracts/functions.js';
 import type { InvocationEvent } from '../contracts/guest-protocol.js';
 import type { FunctionLogEntry, LogsQuery } from '../lib/function-logs.js';
@@ -19,9 +19,10 @@ export interface GatewayBackend {
   /**
    * Runs one synchronous invocation and resolves with its result. Platform
    * failures (no scheduler, no capacity, timeout) come back as an InvokeResult
-   * with outcome.kind "platform", not as a rejection.
+   * with outcome.kind "platform", not as a rejection. `trace`: stamps so far of a
+   * traced call (lib/trace.ts); the result carries them on with every hop's own.
    */
-  invoke(fn: FunctionRecord, callId: string, event: InvocationEvent): Promise<InvokeResult>;
+  invoke(fn: FunctionRecord, callId: string, event: InvocationEvent, trace?: Trace): Promise<InvokeResult>;
   /**
    * Stores an async call durably (record `queued`, then the work queue) and
    * resolves only once it is stored. `duplicate`: this call id was accepted

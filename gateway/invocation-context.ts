@@ -3,7 +3,7 @@
  * function (looked up before the body is read), the call id and the clock.
  */
 import type { FastifyRequest } from 'fastify';
-import type { InvokeResult } from '../contracts/bus.js';
+import type { InvokeResult, Trace } from '../contracts/bus.js';
 import type { FunctionRecord } from '../contracts/functions.js';
 
 export interface InvocationContext {
@@ -14,6 +14,8 @@ export interface InvocationContext {
   /** performance.now() when the result arrived. */
   finishedAt?: number;
   result?: InvokeResult;
+  /** Timing stamps when the client asked for them (X-Mayfly-Trace). */
+  trace?: Trace;
 }
 
 const contexts = new WeakMap<FastifyRequest, InvocationContext>();

@@ -4,7 +4,8 @@
  * queue group (the worker that runs the call answers the request directly).
  */
 import { RequestError, TimeoutError } from '@nats-io/transport-node';
-import { invokeResultSchema, SUBJECTS, type InvokeResult } from '../contracts/bus.js';
+import { invokeResultSchema, SUBJECTS, type InvokeResult, type Trace } from '../contracts/bus.js';
+import { stamp } from '../lib/trace.js';
 import { AsyncPublisher, ensureAsyncStream } from '../lib/async-queue.js';
 import { CallRecords, newRecord } from '../lib/call-records.js';
 import { mapInvokeResult } from '../lib/response-mapping.js';
@@ -52,14 +53,14 @@ export async function createNatsBackend(
       .catch(() => {});
   }
 
-  async function invoke(fn: FunctionRecord, callId: string, event: InvocationEvent): Promise<InvokeResult> {
+  async function invoke(fn: FunctionRecord, callId: string, event: InvocationEvent, trace?: Trace): Promise<InvokeResult> {
     const queuedAt = new Date();
-    const result = await invokeOnce(fn, callId, event);
+    const result = await invokeOnce(fn, callId, event, trace);
     await recordSync(fn, result, queuedAt);
     return result;
   }
 
-  async function invokeOnce(fn: FunctionRecord, callId: string, event: InvocationEvent): Promise<InvokeResult> {
+  async function invokeOnce(fn: FunctionRecord, callId: string, event: InvocationEvent, trace?: Trace): Promise<InvokeResult> {
     const t0 = performance.now();
     const platform = (code: 'NO_SCHEDULER' | 'FUNCTION_TIMEOUT' | 'INTERNAL', message: string): InvokeResult => ({
       callId,
@@ -70,10 +71,13 @@ export async function createNatsBackend(
     const timeout = fn.timeoutMs + config.MAYFLY_INVOKE_OVERHEAD_MS;
     try {
       // replyTo is the request's own inbox: the scheduler takes it from the message.
-      const msg = await nc.request(SUBJECTS.invoke, jsonCodec.encode({ callId, fn, event, receivedAt: Date.now() }), {
+      stamp(trace, 'gw-send');
+      const msg = await nc.request(SUBJECTS.invoke, jsonCodec.encode({ callId, fn, event, receivedAt: Date.now(), trace }), {
         timeout,
       });
+      const at = performance.timeOrigin + performance.now();
       const parsed = invokeResultSchema.safeParse(jsonCodec.decode(msg.data));
+      if (parsed.success) stamp(parsed.data.trace, 'gw-result', at);
       return parsed.success ? parsed.data : platform('INTERNAL', `malformed result for call ${callId}`);
     } catch (err) {
       if (err instanceof RequestError && err.isNoResponders()) {

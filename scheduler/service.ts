@@ -27,6 +27,7 @@ import { prometheusSdFile, TargetsFile } from '../lib/prometheus-sd.js';
 import { startAsyncConsumer } from './async-consumer.js';
 import { SchedulerMetrics } from './metrics.js';
 import { rankHosts } from './placement.js';
+import { stamp } from '../lib/trace.js';
 
 export interface SchedulerService {
   hosts(): Heartbeat[];
@@ -84,6 +85,7 @@ export async function startScheduler(config: MayflyConfig, log: Logger): Promise
       for (const c of rankHosts(hosts, req.fn, rotation++)) {
         try {
           // The worker must answer well inside the timeout, or refuse: see offerExpiresAt.
+          stamp(req.trace, 'sched-offer');
           const offer = jsonCodec.encode({ ...req, offerExpiresAt: Date.now() + config.MAYFLY_OFFER_TIMEOUT_MS / 2 });
           const reply = offerReplySchema.parse(
             jsonCodec.decode((await nc.request(SUBJECTS.hostInvoke(c.hostId), offer, { timeout: config.MAYFLY_OFFER_TIMEOUT_MS })).data),
@@ -119,6 +121,7 @@ export async function startScheduler(config: MayflyConfig, log: Logger): Promise
         const raw = jsonCodec.decode(msg.data) as Record<string, unknown>;
         // A sync request carries its reply subject in the message itself (NATS request/reply).
         req = invokeRequestSchema.parse({ ...raw, replyTo: raw.replyTo ?? msg.reply });
+        stamp(req.trace, 'sched-recv');
       } catch (e) {
         log.warn({ err: e }, 'ignoring an invalid invoke request');
         return;

@@ -27,6 +27,7 @@ import { connectNats, jsonCodec, type NatsConnection } from '../lib/nats.js';
 import { InvocationError, type InvocationErrorCode } from './guest-session.js';
 import { WorkerMetrics } from './metrics.js';
 import { VmHost } from './vm-host.js';
+import { stamp } from '../lib/trace.js';
 import { VmManager, type Reservation } from './vm-manager.js';
 
 export interface WorkerService {
@@ -106,6 +107,7 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
   const running = new Set<Promise<void>>();
 
   function publish(replyTo: string, result: InvokeResult): void {
+    stamp(result.trace, 'worker-publish');
     let data = jsonCodec.encode(result);
     const max = nc.info?.max_payload ?? 1024 * 1024;
     if (data.length > max) {
@@ -125,6 +127,7 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
       hostId,
       durationMs: performance.now() - t0,
       logs,
+      ...(req.trace ? { trace: req.trace } : {}),
       outcome: { kind: 'platform', code, message },
     });
     let result: InvokeResult;
@@ -147,6 +150,7 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
     } else {
       try {
         const lease = await reservation.acquire(req.fn, { code: source, secrets: secretValues });
+        stamp(req.trace, 'worker-vm');
         metrics.callStarted({
           functionName: req.fn.name,
           runtime: req.fn.runtime,
@@ -157,6 +161,7 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
         let healthy = false;
         try {
           const outcome = await lease.session.invoke({ callId: req.callId, event: req.event, timeoutMs: req.fn.timeoutMs });
+          stamp(req.trace, 'guest-result');
           healthy = lease.session.failed === null;
           result = {
             callId: req.callId,
@@ -164,6 +169,7 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
             start: lease.start,
             durationMs: performance.now() - t0,
             logs: outcome.logs,
+            ...(req.trace ? { trace: req.trace } : {}),
             outcome: outcome.ok
               ? { kind: 'value', ...('value' in outcome ? { value: outcome.value } : {}) }
               : { kind: 'error', error: outcome.error },
@@ -202,6 +208,7 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
         parsed = null;
       }
       if (!parsed?.success) return void reply({ accepted: false, hostId, reason: 'invalid invoke request' });
+      stamp(parsed.data.trace, 'worker-recv');
       if (draining) return void reply({ accepted: false, hostId, reason: 'host is shutting down' });
       // The scheduler gave up on this offer already and may have placed the call elsewhere.
       if (Date.now() > parsed.data.offerExpiresAt) return void reply({ accepted: false, hostId, reason: 'offer expired' });

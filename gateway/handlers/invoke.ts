@@ -28,6 +28,7 @@ import {
 import { buildInvocationEvent, invocationPath, MAX_PATH_CHARS } from '../invocation-event.js';
 import { mapInvokeResult, platformHeaders } from '../../lib/response-mapping.js';
 import { parseFunctionName } from '../validation.js';
+import { serverTiming, stamp, TRACE_HEADER } from '../../lib/trace.js';
 
 /** A client-chosen call id is used only when it matches this; otherwise a UUID is generated. */
 export const CALL_ID_PATTERN = /^[A-Za-z0-9._-]{1,128}$/;
@@ -58,10 +59,12 @@ export function resolveInvocation(deps: GatewayDeps): onRequestAsyncHookHandler 
     if (path.length > MAX_PATH_CHARS) {
       throw new GatewayError(414, 'PATH_TOO_LONG', `the path after /function/${name} is ${path.length} characters; at most ${MAX_PATH_CHARS}`);
     }
+    const acceptedAt = performance.now();
     setInvocationContext(request, {
       fn,
       callId: chooseCallId(request.headers['x-call-id'] ?? request.headers['idempotency-key']),
-      acceptedAt: performance.now(),
+      acceptedAt,
+      ...(request.headers[TRACE_HEADER] === '1' ? { trace: [['gw-accept', performance.timeOrigin + acceptedAt]] } : {}),
     });
   };
 }
@@ -70,6 +73,11 @@ export function resolveInvocation(deps: GatewayDeps): onRequestAsyncHookHandler 
 export const addPlatformHeaders: onSendHookHandler = async (request, reply, payload) => {
   const ctx = getInvocationContext(request);
   if (ctx) {
+    const trace = ctx.result?.trace ?? ctx.trace;
+    if (trace) {
+      stamp(trace, 'gw-reply');
+      reply.header('server-timing', serverTiming(trace));
+    }
     reply.headers(
       platformHeaders({
         callId: ctx.callId,
@@ -101,9 +109,10 @@ export function invoke(deps: GatewayDeps): RouteHandlerMethod {
     const { ctx, fn, callId, event } = invocationOf(request);
 
     deps.metrics.invocationStartedFor(fn.name);
+    stamp(ctx.trace, 'gw-body');
     let result: InvokeResult;
     try {
-      result = await deps.backend.invoke(fn, callId, event);
+      result = await deps.backend.invoke(fn, callId, event, ctx.trace);
     } catch (err) {
       // The backend promises platform failures as results; a rejection is a bug: still answer with the call id.
       request.log.error({ err, callId, function: fn.name }, 'backend.invoke rejected');
