@@ -2,7 +2,10 @@
  * NATS subjects, stores and messages shared by gateway, scheduler and worker:
  * each message has exactly this one definition.
  *
- * Sync invocation:
+ * Sync invocation, one hop (a worker holds a VM or snapshot of the function version):
+ *   gateway   --request SUBJECTS.functionInvoke(name, version) (queue group "workers")--> worker
+ *   worker    --respond InvokeResult (or DirectRefusal: then the scheduler path below)
+ * Sync invocation, placed:
  *   gateway   --request SUBJECTS.invoke (queue group "schedulers")--> scheduler
  *   scheduler --request SUBJECTS.hostInvoke(host)--> worker: offer, answered at once
  *             with { accepted } (admission); refused or silent → next host
@@ -19,9 +22,16 @@ export const SUBJECTS = {
   asyncSubmit: 'mayfly.async.submit',
   heartbeat: 'mayfly.heartbeat',
   hostInvoke: (hostId: string) => `mayfly.host.${hostId}.invoke`,
+  /**
+   * The one-hop path: workers that hold a VM or a snapshot of this function
+   * version subscribe here (queue group `workers`) and answer the request with
+   * the InvokeResult, or with a DirectRefusal when they cannot take the call
+   * without starting more than they have room for (the gateway then asks the scheduler).
+   */
+  functionInvoke: (name: string, version: number) => `mayfly.fn.${name}.${version}`,
 } as const;
 
-export const QUEUE_GROUPS = { schedulers: 'mayfly-schedulers' } as const;
+export const QUEUE_GROUPS = { schedulers: 'mayfly-schedulers', workers: 'mayfly-workers' } as const;
 
 export const STREAMS = {
   /** Work queue of accepted async calls; a message is removed when a scheduler acks it. */
@@ -73,6 +83,10 @@ export const invokeRequestSchema = z.object({
   trace: traceSchema.optional(),
 });
 export type InvokeRequest = z.infer<typeof invokeRequestSchema>;
+
+/** A worker's answer on SUBJECTS.functionInvoke when it did not take the call (nothing of it ran). */
+export const directReplySchema = z.strictObject({ refused: z.string(), hostId: hostIdSchema });
+export type DirectRefusal = z.infer<typeof directReplySchema>;
 
 export const offerReplySchema = z.union([
   z.object({ accepted: z.literal(true), hostId: hostIdSchema }),

@@ -86,16 +86,18 @@ export const functionRecordSchema = z.object({
 export type FunctionRecord = z.infer<typeof functionRecordSchema>;
 
 /**
- * Annotation `com.mayfly.snapshot: "true"`: after the function's first start,
- * the worker snapshots a VM with the function already loaded and starts later
- * VMs of this version from it (no module load on the call path). Like Lambda
- * SnapStart, state computed at module load is the same in every VM started
- * from the snapshot (random sources are re-keyed per VM; values drawn at load
- * time are not). Not used for functions with secrets: the snapshot's RAM file
- * would hold them decrypted on the host.
+ * Function snapshots, on by default (annotation `com.mayfly.snapshot: "false"`
+ * turns them off): after the function's first start, the worker snapshots a VM
+ * with the function already loaded and starts later VMs of this version from it
+ * (no module load on the call path), and its clones take the version's calls in
+ * one bus hop. Like Lambda SnapStart, state computed at module load is the same
+ * in every VM started from the snapshot (random sources are re-keyed per VM;
+ * values drawn at load time are not). Never used for functions with secrets:
+ * the snapshot's RAM file would hold them decrypted on the host, and a module
+ * may read them at load time, so they cannot be delivered after the restore.
  */
 export const SNAPSHOT_ANNOTATION = 'com.mayfly.snapshot';
 
 export function usesSnapshot(fn: Pick<FunctionRecord, 'annotations' | 'secrets'>): boolean {
-  return fn.annotations[SNAPSHOT_ANNOTATION] === 'true' && fn.secrets.length === 0;
+  return fn.annotations[SNAPSHOT_ANNOTATION] !== 'false' && fn.secrets.length === 0;
 }

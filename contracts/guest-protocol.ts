@@ -68,7 +68,18 @@ export const reseedMessageSchema = z.object({
 });
 export type ReseedMessage = z.infer<typeof reseedMessageSchema>;
 
-export const hostMessageSchema = z.discriminatedUnion('type', [initMessageSchema, runMessageSchema, reseedMessageSchema]);
+/**
+ * Runs the agent's own invocation path once (frame, event, context, result
+ * encoding) with a built-in no-op handler, never the user's: a template does it
+ * before its snapshot, so clones find that code compiled (V8) and a clone does
+ * it before it waits in a pool, so TCG has translated it in that QEMU process.
+ * The agent answers with a `result` whose callId is WARMUP_CALL_ID.
+ */
+export const warmupMessageSchema = z.object({ type: z.literal('warmup') });
+export type WarmupMessage = z.infer<typeof warmupMessageSchema>;
+export const WARMUP_CALL_ID = 'mayfly-warmup';
+
+export const hostMessageSchema = z.discriminatedUnion('type', [initMessageSchema, runMessageSchema, reseedMessageSchema, warmupMessageSchema]);
 export type HostMessage = z.infer<typeof hostMessageSchema>;
 
 // ---- guest → host ----------------------------------------------------------

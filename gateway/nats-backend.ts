@@ -1,10 +1,16 @@
 /**
  * The gateway's backend over NATS: function specs and code through
- * FunctionStore, synchronous invocations as NATS requests to the scheduler
- * queue group (the worker that runs the call answers the request directly).
+ * FunctionStore (lookups from the in-memory FunctionCache), synchronous
+ * invocations in one bus hop when a worker already holds a VM or a snapshot of
+ * the function version (a request to its per-function subject, which those
+ * workers subscribe to in one queue group), and otherwise — no responders, or
+ * the worker refused before starting anything — a request to the scheduler
+ * queue group, which places the call (the worker that runs it answers the
+ * request directly). A call is never sent twice once a worker took it.
  */
 import { RequestError, TimeoutError } from '@nats-io/transport-node';
-import { invokeResultSchema, SUBJECTS, type InvokeResult, type Trace } from '../contracts/bus.js';
+import { directReplySchema, invokeResultSchema, SUBJECTS, type InvokeResult, type Trace } from '../contracts/bus.js';
+import { FunctionCache } from '../lib/function-cache.js';
 import { stamp } from '../lib/trace.js';
 import { AsyncPublisher, ensureAsyncStream } from '../lib/async-queue.js';
 import { CallRecords, newRecord } from '../lib/call-records.js';
@@ -24,6 +30,7 @@ export async function createNatsBackend(
 ): Promise<{ backend: GatewayBackend; nc: NatsConnection; close(): Promise<void> }> {
   const nc = await connectNats(config.MAYFLY_NATS_URL, 'mayfly-gateway');
   const store = await FunctionStore.open(nc, functionLimits(config));
+  const functions = await FunctionCache.open(nc);
 
   const records = await CallRecords.open(nc, config.MAYFLY_RECORD_TTL_MS);
   await ensureAsyncStream(nc);
@@ -53,10 +60,21 @@ export async function createNatsBackend(
       .catch(() => {});
   }
 
+  /**
+   * Sync call records are written after the answer (off the caller's time);
+   * reads of call records through this gateway wait for its pending writes, so
+   * a client that made a call and then asks for its record finds it.
+   */
+  const pendingRecords = new Set<Promise<void>>();
+  const recordsWritten = async (): Promise<void> => {
+    if (pendingRecords.size) await Promise.allSettled([...pendingRecords]);
+  };
+
   async function invoke(fn: FunctionRecord, callId: string, event: InvocationEvent, trace?: Trace): Promise<InvokeResult> {
     const queuedAt = new Date();
     const result = await invokeOnce(fn, callId, event, trace);
-    await recordSync(fn, result, queuedAt);
+    const p = recordSync(fn, result, queuedAt).finally(() => pendingRecords.delete(p));
+    pendingRecords.add(p);
     return result;
   }
 
@@ -69,16 +87,33 @@ export async function createNatsBackend(
       outcome: { kind: 'platform', code, message },
     });
     const timeout = fn.timeoutMs + config.MAYFLY_INVOKE_OVERHEAD_MS;
-    try {
-      // replyTo is the request's own inbox: the scheduler takes it from the message.
-      stamp(trace, 'gw-send');
-      const msg = await nc.request(SUBJECTS.invoke, jsonCodec.encode({ callId, fn, event, receivedAt: Date.now(), trace }), {
-        timeout,
-      });
+    const result = (data: Uint8Array): InvokeResult => {
       const at = performance.timeOrigin + performance.now();
-      const parsed = invokeResultSchema.safeParse(jsonCodec.decode(msg.data));
+      const parsed = invokeResultSchema.safeParse(jsonCodec.decode(data));
       if (parsed.success) stamp(parsed.data.trace, 'gw-result', at);
       return parsed.success ? parsed.data : platform('INTERNAL', `malformed result for call ${callId}`);
+    };
+    // replyTo is the request's own inbox: the worker (or the scheduler) takes it from the message.
+    const request = { callId, fn, event, receivedAt: Date.now(), trace };
+    try {
+      stamp(trace, 'gw-send');
+      const msg = await nc.request(SUBJECTS.functionInvoke(fn.name, fn.version), jsonCodec.encode(request), { timeout });
+      const refused = directReplySchema.safeParse(jsonCodec.decode(msg.data));
+      if (!refused.success) return result(msg.data);
+      // The worker started nothing: placement by the scheduler.
+      stamp(trace, 'gw-refused');
+    } catch (err) {
+      if (!(err instanceof RequestError && err.isNoResponders())) {
+        if (err instanceof TimeoutError || (err instanceof RequestError && err.cause instanceof TimeoutError)) {
+          return platform('FUNCTION_TIMEOUT', `no result within ${timeout} ms (function timeout ${fn.timeoutMs} ms plus start overhead)`);
+        }
+        throw err;
+      }
+    }
+    try {
+      stamp(trace, 'gw-place');
+      const msg = await nc.request(SUBJECTS.invoke, jsonCodec.encode(request), { timeout });
+      return result(msg.data);
     } catch (err) {
       if (err instanceof RequestError && err.isNoResponders()) {
         return platform('NO_SCHEDULER', 'no scheduler is running; start one with `npx mayfly scheduler`');
@@ -103,19 +138,27 @@ export async function createNatsBackend(
   const backend: GatewayBackend = {
     createFunction: async (req) => {
       await checkSecrets(req);
-      return store.create(req);
+      const fn = await store.create(req);
+      await functions.refresh(fn.name);
+      return fn;
     },
     updateFunction: async (req) => {
       await checkSecrets(req);
-      return store.update(req);
+      const fn = await store.update(req);
+      await functions.refresh(fn.name);
+      return fn;
     },
     createSecret: (name, value) => secrets.create(name, value),
     updateSecret: (name, value) => secrets.update(name, value),
     listSecrets: () => secrets.list(),
     deleteSecret: (name) => secrets.remove(name),
-    getFunction: (name) => store.get(name),
+    getFunction: (name) => functions.get(name),
     listFunctions: () => store.list(),
-    deleteFunction: (name) => store.remove(name),
+    deleteFunction: async (name) => {
+      const removed = await store.remove(name);
+      await functions.refresh(name);
+      return removed;
+    },
     invoke,
     async submitAsync(_fn, call) {
       if (!(await records.create(newRecord(call)))) return { duplicate: true };
@@ -128,11 +171,28 @@ export async function createNatsBackend(
       }
       return { duplicate: false };
     },
-    getCall: (callId) => records.get(callId),
-    listCalls: (filter) => records.list(filter),
+    getCall: async (callId) => {
+      await recordsWritten();
+      return records.get(callId);
+    },
+    listCalls: async (filter) => {
+      await recordsWritten();
+      return records.list(filter);
+    },
     cancelCall: (callId) => records.cancel(callId),
     healthy: () => !nc.isClosed(),
-    functionLogs: (query) => readFunctionLogs(nc, query),
+    functionLogs: async (query) => {
+      await recordsWritten();
+      return readFunctionLogs(nc, query);
+    },
   };
-  return { backend, nc, close: () => nc.drain().catch(() => {}) };
+  return {
+    backend,
+    nc,
+    close: async () => {
+      await recordsWritten();
+      functions.stop();
+      await nc.drain().catch(() => {});
+    },
+  };
 }

@@ -6,7 +6,7 @@
  * violation (GuestChannel) — each ends the VM and fails the pending operation
  * with a coded InvocationError. A guest can never block or crash the worker.
  */
-import type { ErrorInfo, GuestMessage, HostMessage, InvocationEvent } from '../contracts/guest-protocol.js';
+import { WARMUP_CALL_ID, type ErrorInfo, type GuestMessage, type HostMessage, type InvocationEvent } from '../contracts/guest-protocol.js';
 import type { HypervisorDriver, Vm } from './driver/types.js';
 import { GuestChannel, GuestFault, type GuestFaultCode } from './guest-channel.js';
 
@@ -165,6 +165,13 @@ export class GuestSession {
     if (!msg.ok) {
       throw new InvocationError('INIT_FAILED', `the function failed to load: ${msg.error.message}`, logs, msg.error);
     }
+  }
+
+  /** Runs the agent's invocation path once with its built-in no-op handler (see warmupMessageSchema). */
+  async warmup(): Promise<void> {
+    const done = this.await<Extract<GuestMessage, { type: 'result' }>>('result', this.limits.initTimeoutMs, 'INIT_TIMEOUT', 'the guest did not answer a warm-up', WARMUP_CALL_ID);
+    this.send({ type: 'warmup' });
+    await done;
   }
 
   /** Runs one invocation. Resolves with the handler's outcome; rejects with InvocationError when the VM failed. */

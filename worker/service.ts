@@ -10,7 +10,9 @@ import type { Subscription } from '@nats-io/transport-node';
 import {
   heartbeatSchema,
   invokeRequestSchema,
+  QUEUE_GROUPS,
   SUBJECTS,
+  type DirectRefusal,
   type Heartbeat,
   type InvokeRequest,
   type InvokeResult,
@@ -84,7 +86,9 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
       functionSnapshotsMax: config.MAYFLY_FUNCTION_SNAPSHOTS_MAX,
       poolFunctionMiB: config.MAYFLY_DEFAULT_MEMORY_MB,
       warmTtlMs: config.MAYFLY_WARM_TTL_MS,
+      warmLingerMs: config.MAYFLY_WARM_LINGER_MS,
       onRefill: (r) => metrics.refilled(r),
+      onServing: (fn, on) => serveDirect(fn, on),
     },
     log,
   );
@@ -105,6 +109,60 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
   let inflight = 0;
   let draining = false;
   const running = new Set<Promise<void>>();
+
+  /** Admits a call (memory) and runs it in the background; the result goes to req.replyTo. */
+  function admit(req: InvokeRequest): boolean {
+    const reservation = manager.reserve(req.fn);
+    if (!reservation) return false;
+    inflight++;
+    const p = run(req, reservation).finally(() => {
+      inflight--;
+      running.delete(p);
+    });
+    running.add(p);
+    return true;
+  }
+
+  /**
+   * The one-hop path (SUBJECTS.functionInvoke): while this host holds a VM or a
+   * snapshot of a function version it takes that version's calls straight from
+   * the gateway, in one queue group with the other hosts that hold one. A call it
+   * cannot admit is refused before anything of it runs (the gateway then asks the
+   * scheduler), so a call still never runs twice.
+   */
+  const direct = new Map<string, Subscription>();
+  function serveDirect(fn: { name: string; version: number }, on: boolean): void {
+    const subject = SUBJECTS.functionInvoke(fn.name, fn.version);
+    const existing = direct.get(subject);
+    if (!on) {
+      existing?.unsubscribe();
+      direct.delete(subject);
+      return;
+    }
+    if (existing || draining) return;
+    direct.set(
+      subject,
+      nc.subscribe(subject, {
+        queue: QUEUE_GROUPS.workers,
+        callback: (err, msg) => {
+          if (err || !msg.reply) return;
+          const refuse = (why: string): void => void msg.respond(jsonCodec.encode({ refused: why, hostId } satisfies DirectRefusal));
+          let req: InvokeRequest;
+          try {
+            const parsed = invokeRequestSchema.safeParse({ ...(jsonCodec.decode(msg.data) as object), replyTo: msg.reply });
+            if (!parsed.success) return refuse('invalid invoke request');
+            req = parsed.data;
+          } catch {
+            return refuse('invalid invoke request');
+          }
+          stamp(req.trace, 'worker-recv');
+          if (draining) return refuse('host is shutting down');
+          if (req.fn.name !== fn.name || req.fn.version !== fn.version) return refuse('function version does not match the subject');
+          if (!admit(req)) refuse('host memory budget is full');
+        },
+      }),
+    );
+  }
 
   function publish(replyTo: string, result: InvokeResult): void {
     stamp(result.trace, 'worker-publish');
@@ -212,15 +270,8 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
       if (draining) return void reply({ accepted: false, hostId, reason: 'host is shutting down' });
       // The scheduler gave up on this offer already and may have placed the call elsewhere.
       if (Date.now() > parsed.data.offerExpiresAt) return void reply({ accepted: false, hostId, reason: 'offer expired' });
-      const reservation = manager.reserve(parsed.data.fn);
-      if (!reservation) return void reply({ accepted: false, hostId, reason: 'host memory budget is full' });
+      if (!admit(parsed.data)) return void reply({ accepted: false, hostId, reason: 'host memory budget is full' });
       reply({ accepted: true, hostId });
-      inflight++;
-      const p = run(parsed.data, reservation).finally(() => {
-        inflight--;
-        running.delete(p);
-      });
-      running.add(p);
     },
   });
 
@@ -262,6 +313,8 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
       draining = true;
       clearInterval(heartbeat);
       sub.unsubscribe();
+      for (const d of direct.values()) d.unsubscribe();
+      direct.clear();
       await Promise.allSettled([...running]);
       await manager.close();
       await nc.drain().catch(() => {});

@@ -242,6 +242,8 @@ export class VmHost {
       // Warm-up: run the reseed path once so clones resume with it already translated (TCG) and
       // compiled (V8). Each clone is re-keyed with its own entropy right after restore.
       await session.reseed(randomBytes(64));
+      // And the invocation path (built-in handler), so clones find it compiled.
+      await session.warmup();
       await this.driver.snapshot(vm, statePath);
     } finally {
       await session.destroy('template saved');

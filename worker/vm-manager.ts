@@ -32,6 +32,18 @@ export interface VmManagerOptions {
   functionSnapshotsMax?: number;
   /** Told after every pool refill (metrics): how long it took and whether a VM was added. */
   onRefill?: (r: { seconds: number; ok: boolean }) => void;
+  /**
+   * A healthy per-function VM stays running this long after a call before it is
+   * paused: back-to-back calls skip the pause/unpause (LightVM pauses idle
+   * guests, not busy ones). 0 pauses at once.
+   */
+  warmLingerMs?: number;
+  /**
+   * Told when this host starts or stops holding something that serves a function
+   * version without placement: a per-function VM of it (idle or busy) or its ready
+   * snapshot. The worker subscribes to that version's one-hop subject meanwhile.
+   */
+  onServing?: (fn: { name: string; version: number }, serving: boolean) => void;
 }
 
 /** Sliding count of events per second over the last `windowMs`. */
@@ -75,6 +87,11 @@ interface WarmVm {
   memoryMiB: number;
   timer: NodeJS.Timeout;
   key: string;
+  /** Still running after its last call (the linger), not yet paused. */
+  running: boolean;
+  linger: NodeJS.Timeout | null;
+  /** The pause in flight, if any: a call that takes the VM waits for it, then unpauses. */
+  pausing: Promise<void> | null;
 }
 
 /**
@@ -92,6 +109,9 @@ interface SnapshotEntry {
   pool: Array<{ session: GuestSession; memoryMiB: number }>;
   refilling: boolean;
   lastUsed: number;
+  /** Calls of this version that wanted a fresh VM, per second, and the measured time to make one ready clone. */
+  demand: RateMeter;
+  refillSeconds: number;
 }
 
 export function warmKey(fn: Pick<FunctionRecord, 'name' | 'version'>): string {
@@ -117,6 +137,8 @@ export class VmManager {
   private refillSeconds = 1;
   private cloneMiB: number | null = null;
   private refills = 0;
+  /** What serves each function version here without placement (see onServing): VMs and ready snapshots. */
+  private readonly serving = new Map<string, { name: string; version: number; holders: Set<object> }>();
 
   constructor(
     private readonly host: VmHost,
@@ -164,6 +186,43 @@ export class VmManager {
     this.cloneMiB = this.cloneMiB === null ? mib : this.cloneMiB * 0.8 + mib * 0.2;
   }
 
+  private hold(fn: Pick<FunctionRecord, 'name' | 'version'>, holder: object): void {
+    const key = warmKey(fn);
+    let e = this.serving.get(key);
+    if (!e) {
+      e = { name: fn.name, version: fn.version, holders: new Set() };
+      this.serving.set(key, e);
+    }
+    if (e.holders.has(holder)) return;
+    e.holders.add(holder);
+    if (e.holders.size === 1) this.tellServing(e, true);
+  }
+
+  private unhold(key: string, holder: object): void {
+    const e = this.serving.get(key);
+    if (!e || !e.holders.delete(holder)) return;
+    if (e.holders.size === 0) {
+      this.serving.delete(key);
+      this.tellServing(e, false);
+    }
+  }
+
+  private tellServing(e: { name: string; version: number }, on: boolean): void {
+    try {
+      this.opts.onServing?.({ name: e.name, version: e.version }, on);
+    } catch (err) {
+      this.log.warn({ err }, 'onServing observer failed');
+    }
+  }
+
+  /** A per-function VM serves its function version here until it exits. */
+  private holdVm(fn: FunctionRecord, session: GuestSession): void {
+    if (fn.isolation !== 'per-function') return;
+    const key = warmKey(fn);
+    this.hold(fn, session);
+    void session.vm.exited.then(() => this.unhold(key, session));
+  }
+
   /** A fresh VM for `functionMiB`: a resumed clone of the template, or a cold boot. */
   private async freshVm(functionMiB: number): Promise<{ session: GuestSession; kind: StartKind }> {
     if (this.opts.clones) {
@@ -201,11 +260,20 @@ export class VmManager {
       const w = this.warm.get(key)!.pop()!;
       this.idleOrder.delete(w);
       clearTimeout(w.timer);
+      if (w.linger) clearTimeout(w.linger);
+      w.linger = null;
       return this.reservation(
         w.memoryMiB,
         async () => {
           const t0 = performance.now();
-          await this.host.driver.start(w.session.vm);
+          try {
+            if (w.pausing) await w.pausing;
+            // Still running from its last call (the linger): nothing to unpause.
+            if (!w.running) await this.host.driver.start(w.session.vm);
+          } catch (err) {
+            await w.session.destroy('warm VM failed to resume');
+            throw err;
+          }
           return { session: w.session, start: 'warm', startMs: performance.now() - t0 };
         },
         w.session,
@@ -214,6 +282,7 @@ export class VmManager {
     const snap = usesSnapshot(fn) ? this.snapshots.get(key) : undefined;
     if (snap?.template) {
       snap.lastUsed = Date.now();
+      snap.demand.mark();
       const ready = snap.pool.shift();
       if (ready) {
         return this.reservation(
@@ -321,7 +390,18 @@ export class VmManager {
       const oldest = [...this.snapshots.values()].reduce((a, b) => (b.lastUsed < a.lastUsed ? b : a));
       void this.dropSnapshot(oldest, 'least recently used');
     }
-    const entry: SnapshotEntry = { key, name: fn.name, functionMiB: fn.memoryMiB, template: null, failed: false, pool: [], refilling: false, lastUsed: Date.now() };
+    const entry: SnapshotEntry = {
+      key,
+      name: fn.name,
+      functionMiB: fn.memoryMiB,
+      template: null,
+      failed: false,
+      pool: [],
+      refilling: false,
+      lastUsed: Date.now(),
+      demand: new RateMeter(),
+      refillSeconds: 0.5,
+    };
     this.snapshots.set(key, entry);
     this.reserved += ramMiB;
     this.snapshotWork++;
@@ -335,6 +415,7 @@ export class VmManager {
           return;
         }
         entry.template = t;
+        this.hold(fn, entry);
         this.log.info({ fn: key, ms: Math.round(performance.now() - t0) }, 'function snapshot ready');
         this.refillSnapshot(entry);
         this.refill(); // the memory the snapshot VM used is free again
@@ -349,19 +430,27 @@ export class VmManager {
     );
   }
 
-  /** Keeps one VM cloned from the snapshot ready and paused. */
+  /** Ready clones to keep for a snapshot: Little's law on its own demand, at least one, at most the pool's cap. */
+  snapshotTarget(entry: Pick<SnapshotEntry, 'demand' | 'refillSeconds'>): number {
+    return Math.min(Math.max(1, this.opts.poolMax), Math.max(1, Math.ceil(entry.demand.perSecond() * entry.refillSeconds)));
+  }
+
+  /** Keeps snapshotTarget() VMs cloned from the snapshot ready and paused, made one at a time. */
   private refillSnapshot(entry: SnapshotEntry): void {
     const template = entry.template;
-    if (!template || entry.refilling || entry.pool.length >= 1 || this.closed || this.snapshots.get(entry.key) !== entry) return;
+    if (!template || entry.refilling || entry.pool.length >= this.snapshotTarget(entry) || this.closed || this.snapshots.get(entry.key) !== entry) return;
     const needMiB = this.estimateMiB(entry.functionMiB);
     if (this.reserved + needMiB > this.opts.memoryBudgetMiB) return;
     entry.refilling = true;
     this.reserved += needMiB;
     this.snapshotWork++;
+    const t0 = performance.now();
     void (async () => {
       try {
         const session = await this.snapshotClone(entry.functionMiB, template);
         try {
+          // Off the call path: TCG translates the invocation path in this QEMU process now.
+          await session.warmup();
           await this.host.driver.pause(session.vm);
         } catch (err) {
           await session.destroy('snapshot VM could not be paused');
@@ -381,6 +470,7 @@ export class VmManager {
           }
         });
         entry.pool.push(item);
+        entry.refillSeconds = entry.refillSeconds * 0.7 + ((performance.now() - t0) / 1000) * 0.3;
       } catch (err) {
         this.reserved -= needMiB;
         this.log.warn({ err, fn: entry.key }, 'could not prepare a VM from a function snapshot');
@@ -388,6 +478,8 @@ export class VmManager {
         this.snapshotWork--;
         entry.refilling = false;
         this.refill();
+        // Grow toward the target after a success only: a failing clone is not retried in a loop.
+        if (entry.pool.length > 0) this.refillSnapshot(entry);
       }
     })();
   }
@@ -395,6 +487,7 @@ export class VmManager {
   private async dropSnapshot(entry: SnapshotEntry, why: string): Promise<void> {
     if (this.snapshots.get(entry.key) !== entry) return;
     this.snapshots.delete(entry.key);
+    this.unhold(entry.key, entry);
     this.log.info({ fn: entry.key, why }, 'function snapshot dropped');
     const vms = entry.pool.splice(0);
     for (const v of vms) this.reserved -= v.memoryMiB;
@@ -409,6 +502,7 @@ export class VmManager {
     for (const list of this.warm.values()) {
       for (const w of list.splice(0)) {
         clearTimeout(w.timer);
+        if (w.linger) clearTimeout(w.linger);
         all.push(w.session.destroy('worker shutting down'));
       }
     }
@@ -463,14 +557,19 @@ export class VmManager {
           }
         }
         this.refill();
+        this.holdVm(fn, lease.session);
         return {
           ...lease,
           release: async (healthy) => {
             this.busy--;
             if (healthy && fn.isolation === 'per-function' && !this.closed) {
+              if ((this.opts.warmLingerMs ?? 0) > 0 && lease.session.vm.state !== 'exited') {
+                this.keepWarm(fn, lease.session, memoryMiB, true);
+                return;
+              }
               try {
                 await this.host.driver.pause(lease.session.vm);
-                this.keepWarm(fn, lease.session, memoryMiB);
+                this.keepWarm(fn, lease.session, memoryMiB, false);
                 return;
               } catch (err) {
                 this.log.warn({ err, vm: lease.session.vm.id }, 'could not pause a warm VM; destroying it');
@@ -484,15 +583,38 @@ export class VmManager {
     };
   }
 
-  private keepWarm(fn: FunctionRecord, session: GuestSession, memoryMiB: number): void {
+  private keepWarm(fn: FunctionRecord, session: GuestSession, memoryMiB: number, running: boolean): void {
     const key = warmKey(fn);
     const w: WarmVm = {
       session,
       memoryMiB,
       key,
       timer: setTimeout(() => void this.evict(w, 'idle TTL passed'), this.opts.warmTtlMs),
+      running,
+      linger: null,
+      pausing: null,
     };
     w.timer.unref();
+    if (running) {
+      w.linger = setTimeout(() => {
+        w.linger = null;
+        w.pausing = this.host.driver.pause(session.vm).then(
+          () => {
+            w.running = false;
+            w.pausing = null;
+          },
+          (err: unknown) => {
+            w.pausing = null;
+            this.log.warn({ err, vm: session.vm.id }, 'could not pause a warm VM; destroying it');
+            void this.evict(w, 'could not be paused');
+            // Taken meanwhile: the call that took it fails to start and is retried on a fresh VM.
+            throw err;
+          },
+        );
+        w.pausing.catch(() => {});
+      }, this.opts.warmLingerMs);
+      w.linger.unref();
+    }
     const list = this.warm.get(key) ?? [];
     list.push(w);
     this.warm.set(key, list);
@@ -507,6 +629,7 @@ export class VmManager {
     if (list!.length === 0) this.warm.delete(w.key);
     this.idleOrder.delete(w);
     clearTimeout(w.timer);
+    if (w.linger) clearTimeout(w.linger);
     this.reserved -= w.memoryMiB;
     await w.session.destroy(why);
     this.refill();
@@ -547,6 +670,7 @@ export class VmManager {
       try {
         const { session } = await this.freshVm(this.opts.poolFunctionMiB);
         try {
+          await session.warmup();
           await this.host.driver.pause(session.vm);
         } catch (err) {
           await session.destroy('pool VM could not be paused');

@@ -28,6 +28,11 @@ import type {
   RunMessage,
 } from '../../contracts/guest-protocol.js';
 
+// Mirrors WARMUP_CALL_ID in contracts/guest-protocol.ts (only types are imported from there).
+const WARMUP_CALL_ID = 'mayfly-warmup';
+/** The built-in handler of a `warmup`: the shape of a typical handler, touching nothing of the user's. */
+const warmupHandler: Handler = async (event) => ({ statusCode: 200, headers: { 'content-type': 'text/plain' }, body: String((event as { body?: unknown }).body ?? '') });
+
 const AGENT_VERSION = '1';
 // Mirrors contracts/guest-protocol.ts (not imported: the guest has no zod).
 const MAX_FRAME_BYTES = 9 * 1024 * 1024;
@@ -136,13 +141,13 @@ async function init(msg: InitMessage): Promise<void> {
 
 let settle: ((outcome: { ok: true; value: unknown } | { ok: false; error: unknown }) => void) | null = null;
 
-async function run(msg: RunMessage): Promise<void> {
-  if (!fn || currentCallId !== null) {
+async function run(msg: RunMessage, builtin?: Handler): Promise<void> {
+  if ((!fn && !builtin) || currentCallId !== null) {
     const why = !fn ? 'the function is not initialized' : 'another invocation is running in this VM';
     send({ type: 'result', callId: msg.callId, ok: false, error: { name: 'AgentError', message: why } });
     return;
   }
-  const current = fn;
+  const current = builtin ? { name: 'mayfly-warmup', handler: builtin, memoryLimitInMB: fn?.memoryLimitInMB ?? 128 } : fn!;
   currentCallId = msg.callId;
   const deadline = Date.now() + msg.timeoutMs;
   const context = {
@@ -205,6 +210,10 @@ function onMessage(raw: unknown): void {
   if (msg?.type === 'reseed') reseed(msg);
   else if (msg?.type === 'init') void init(msg);
   else if (msg?.type === 'run') void run(msg);
+  else if (msg?.type === 'warmup') {
+    const event = { method: 'POST', path: '/', query: {}, headers: { 'content-type': 'text/plain' }, body: 'warmup', isBase64Encoded: false };
+    void run({ type: 'run', callId: WARMUP_CALL_ID, event, timeoutMs: 10_000 }, warmupHandler);
+  }
   else process.stderr.write(`agent: ignoring unknown host message\n`);
 }
 

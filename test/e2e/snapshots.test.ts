@@ -1,6 +1,6 @@
 /**
- * Function snapshots (annotation com.mayfly.snapshot), end to end with real
- * VMs: after the first call the worker snapshots a VM with the function
+ * Function snapshots (on by default; annotation com.mayfly.snapshot: "false"
+ * turns them off), end to end with real VMs: after the first call the worker snapshots a VM with the function
  * loaded; later calls start from it (x-mayfly-start: snapshot) with no module
  * load, still one fresh VM per per-request call, with re-keyed randomness; an
  * update is never served from the old version's snapshot.
@@ -58,8 +58,8 @@ async function untilSnapshot(version: number): Promise<void> {
 }
 
 describe('function snapshots', () => {
-  it('serves later calls from a snapshot taken after the module loaded, one fresh VM per call', async () => {
-    await deploy('POST', 1, { 'com.mayfly.snapshot': 'true' });
+  it('serves later calls from a snapshot taken after the module loaded, one fresh VM per call (default deploy)', async () => {
+    await deploy('POST', 1, {});
     const first = await call();
     expect(['pool', 'clone', 'cold']).toContain(first.start);
     await untilSnapshot(1);
@@ -101,8 +101,8 @@ describe('function snapshots', () => {
     expect((await call()).v.version).toBe(2);
   });
 
-  it('without the annotation, no snapshot is made', async () => {
-    await deploy('PUT', 3, {});
+  it('with com.mayfly.snapshot: "false", no snapshot is made', async () => {
+    await deploy('PUT', 3, { 'com.mayfly.snapshot': 'false' });
     const starts = [];
     for (let i = 0; i < 4; i++) {
       const r = await call();
