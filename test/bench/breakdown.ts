@@ -143,14 +143,54 @@ async function cpuUnderLoad(p: TestPlatform, url: string, clients: number) {
 
 const ev = (body: string): InvocationEvent => ({ method: 'POST', path: '/', query: {}, headers: {}, body, isBase64Encoded: false });
 
+/**
+ * The throughput floor: `vms` running VMs with the handler loaded, one caller
+ * each calling back to back on the guest channel (no platform), for LOAD_S
+ * seconds: calls per second and QEMU CPU per call.
+ */
+async function floorUnderLoad(host: VmHost, vms: number, fnInit: Parameters<GuestSession['init']>[0]): Promise<{ perSecond: number; cpuPerCall: number; idleCpuPerVmSecond: number }> {
+  const sessions: GuestSession[] = [];
+  try {
+    for (let i = 0; i < vms; i++) {
+      const s = await host.prepareClone(128);
+      sessions.push(s);
+      await s.resumeClone(randomBytes(64));
+      await s.init(fnInit);
+      for (let j = 0; j < 10; j++) await s.invoke({ callId: `w${j}`, event: ev('x'), timeoutMs: 10_000 });
+    }
+    const pids = host.driver.pids();
+    const idle0 = cpuSeconds(pids, false);
+    await sleep(3000);
+    const idleCpuPerVmSecond = ((cpuSeconds(pids, false) - idle0) * 1000) / 3 / vms;
+    const c0 = cpuSeconds(pids, false);
+    const end = performance.now() + LOAD_S * 1000;
+    const t0 = performance.now();
+    let calls = 0;
+    await Promise.all(
+      sessions.map(async (s, k) => {
+        for (let i = 0; performance.now() < end; i++) {
+          await s.invoke({ callId: `l${k}-${i}`, event: ev(`l${i}`), timeoutMs: 10_000 });
+          calls++;
+        }
+      }),
+    );
+    const secs = (performance.now() - t0) / 1000;
+    return { perSecond: calls / secs, cpuPerCall: ((cpuSeconds(pids, false) - c0) * 1000) / calls, idleCpuPerVmSecond };
+  } finally {
+    await Promise.all(sessions.map((s) => s.destroy('floor done')));
+  }
+}
+
+const cloneSteps: Record<string, { wall: number[]; cpu: number[] }> = {};
+
 /** The floor: the handler on a guest with nothing of the platform around it. */
-async function floor(): Promise<{ rows: Row[]; base: Row; cpuPerRequestVm: number }> {
+async function floor(): Promise<{ rows: Row[]; base: Row; cpuPerRequestVm: number; load: Awaited<ReturnType<typeof floorUnderLoad>> }> {
   const config = loadConfig();
   const host = await managed('VmHost', VmHost.open(config), (h) => h.close());
   const fnInit = { functionName: 'floor', code: TRIVIAL_HANDLER, handler: 'handler', env: {}, memoryLimitInMB: 128 };
   const running = row('floor: call on a running VM');
   const unpaused = row('floor: QMP cont + call + QMP stop');
-  const perRequest = row('floor: per-request VM (snapshot clone): cont + call');
+  const perRequest = row('floor: per-request VM (ready snapshot clone): cont + call');
   const base = row('floor baseline: same handler, direct JS call on the host');
   const mod = (await import(`data:text/javascript,${encodeURIComponent(TRIVIAL_HANDLER)}`)) as { handler: (e: unknown) => Promise<unknown> };
 
@@ -177,31 +217,62 @@ async function floor(): Promise<{ rows: Row[]; base: Row; cpuPerRequestVm: numbe
     await session.destroy('floor done');
   }
 
-  // Per-request: a function snapshot, then clones of it made ahead (resumed, re-keyed, paused).
+  // Per-request: a function snapshot, then clones of it made ahead (resumed, re-keyed, warmed, paused),
+  // each step's wall time and its QEMU's CPU time (/proc/<pid>/stat, 10 ms ticks: medians of many).
   const template = await host.functionTemplate('floor@1', fnInit);
   const childCpu = () => cpuSeconds([process.pid]) - cpuSeconds([process.pid], false);
   const cpu0 = childCpu();
   const n = Math.max(5, Math.floor(FLOOR_CALLS / 2));
   for (let i = 0; i < n; i++) {
+    let t = performance.now();
     const s: GuestSession = await host.prepareClone(128, template);
+    const pid = (s.vm as unknown as { proc?: { pid?: number } }).proc?.pid ?? 0;
+    let c = cpuSeconds([pid]) * 1000;
+    const step = (name: string, gone = false) => {
+      const now = cpuSeconds([pid]) * 1000;
+      (cloneSteps[name] ??= { wall: [], cpu: [] }).wall.push(performance.now() - t);
+      // Once reaped, the process's CPU is in this process's cutime (the life total above), not in /proc/<pid>.
+      if (!gone) cloneSteps[name]!.cpu.push(now - c);
+      c = now;
+      t = performance.now();
+    };
+    step('QEMU start + restore (prepareClone)');
     try {
       await s.resumeClone(randomBytes(64));
+      step('resume + reseed (first guest code in this process)');
+      await s.warmup();
+      step('warm-up of the invocation path');
       await host.driver.pause(s.vm);
-      const t = performance.now();
+      step('pause (QMP stop)');
       await host.driver.start(s.vm);
       await s.invoke({ callId: `p${i}`, event: ev(`p${i}`), timeoutMs: 10_000 });
       perRequest.samples.push(performance.now() - t);
+      step('cont + the call');
     } finally {
       await s.destroy('floor done');
+      step('destroy (SIGKILL, reap)', true);
     }
   }
   await sleep(200);
   const cpuPerRequestVm = ((childCpu() - cpu0) * 1000) / n;
   await host.dropFunctionTemplate('floor@1');
-  return { rows: [running, unpaused, perRequest], base, cpuPerRequestVm };
+  const load = await floorUnderLoad(host, CLIENTS_WARM, fnInit);
+  return { rows: [running, unpaused, perRequest], base, cpuPerRequestVm, load };
+}
+
+function cloneStepTable(): string {
+  return grid(
+    ['per-request VM, by step (medians)', 'wall ms', 'QEMU CPU ms'],
+    Object.entries(cloneSteps).map(([name, v]) => [name, percentile(v.wall, 50), v.cpu.length ? percentile(v.cpu, 50) : '-']),
+  );
 }
 
 await runBench('breakdown', async () => {
+  if (process.env.BENCH_FLOOR_ONLY === '1') {
+    const f = await floor();
+    process.stdout.write(`\n${table(f.rows, f.base)}\n${cloneStepTable()}\nper-request VM life CPU ${f.cpuPerRequestVm.toFixed(1)} ms; under load ${f.load.perSecond.toFixed(0)} calls/s, ${f.load.cpuPerCall.toFixed(2)} CPU-ms/call, idle ${f.load.idleCpuPerVmSecond.toFixed(1)} ms/s per VM\n`);
+    return;
+  }
   const p = await startPlatform({ workers: 1 });
   const http = await startBaselineServer('http', { trivial: TRIVIAL_HANDLER });
   const watchdog = await startBaselineServer('watchdog', { trivial: TRIVIAL_HANDLER });
@@ -287,12 +358,17 @@ await runBench('breakdown', async () => {
   const f = await floor();
   process.stdout.write(`\n${table(f.rows, f.base)}\n`);
   process.stdout.write(`floor: CPU of one per-request VM's whole life (clone, resume, pause, cont, call, destroy): ${f.cpuPerRequestVm.toFixed(1)} ms\n`);
+  process.stdout.write(`${cloneStepTable()}\n`);
+  process.stdout.write(
+    `floor under load: ${CLIENTS_WARM} running VMs, one caller each, back to back on the guest channel: ${f.load.perSecond.toFixed(0)} calls/s, ` +
+      `QEMU CPU ${f.load.cpuPerCall.toFixed(2)} ms per call; an idle running VM costs ${f.load.idleCpuPerVmSecond.toFixed(1)} CPU-ms per second\n`,
+  );
 
   const med = (r: Row) => percentile(r.samples, 50);
   verdict(
     'breakdown',
     `warm p50 ${med(vWarm).toFixed(2)} ms = ${(med(vWarm) / med(hHttp)).toFixed(2)}x node http (floor: call on a running VM ${med(f.rows[0]!).toFixed(2)} ms, with cont/stop ${med(f.rows[1]!).toFixed(2)} ms); ` +
       `per-request p50 ${med(vReq).toFixed(1)} ms = ${(med(vReq) / med(hSpawn)).toFixed(2)}x node spawn (floor ${med(f.rows[2]!).toFixed(1)} ms); ` +
-      `CPU/call warm ${sum(lw.perCall).toFixed(1)} ms at ${lw.perSecond.toFixed(0)}/s, per-request ${sum(lr.perCall).toFixed(0)} ms at ${lr.perSecond.toFixed(1)}/s`,
+      `CPU/call warm ${sum(lw.perCall).toFixed(1)} ms at ${lw.perSecond.toFixed(0)}/s (floor ${f.load.perSecond.toFixed(0)}/s at ${f.load.cpuPerCall.toFixed(1)} ms), per-request ${sum(lr.perCall).toFixed(0)} ms at ${lr.perSecond.toFixed(1)}/s`,
   );
 });
