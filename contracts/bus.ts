@@ -116,6 +116,8 @@ export const invokeResultSchema = z.object({
   durationMs: z.number(),
   logs: z.array(logLineSchema),
   trace: traceSchema.optional(),
+  /** Set by the gateway, not the worker: the call reached its worker in one hop (`direct`) or through the scheduler (`placed`). */
+  route: z.enum(['direct', 'placed']).optional(),
   outcome: z.discriminatedUnion('kind', [
     /** The handler returned; `value` absent means undefined. */
     z.object({ kind: z.literal('value'), value: z.unknown().optional() }),

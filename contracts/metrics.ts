@@ -64,6 +64,12 @@ export const GATEWAY_METRICS = {
    * A counter under OpenFaaS's name, which lacks `_total`; exposed as `untyped`
    * so the text passes `promtool check metrics` while keeping the name.
    */
+  invokeRoutes: def({
+    name: 'mayfly_gateway_invoke_routes_total',
+    help: 'Sync calls by how they reached a worker: direct (one hop to a worker holding a VM or snapshot of the version) or placed (by the scheduler)',
+    type: 'counter',
+    labelNames: ['route'],
+  }),
   invocationStarted: def({
     name: 'gateway_function_invocation_started',
     help: 'Function invocations handed to the platform: sync requests and accepted async calls (monotonic counter)',

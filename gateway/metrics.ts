@@ -41,6 +41,7 @@ export class GatewayMetrics {
   private readonly serviceCount: Gauge<'function_name'>;
   private readonly invocationStarted: Counter<'function_name'>;
   private readonly queueSubmitted: Counter<'function_name'>;
+  private readonly invokeRoutes: Counter<'route'>;
   /** Finished invocations per function, since this process started or the function was deleted. */
   private readonly counts = new Map<string, number>();
 
@@ -50,6 +51,7 @@ export class GatewayMetrics {
     this.serviceCount = untypedGauge(this.registry, GATEWAY_METRICS.serviceCount);
     this.invocationStarted = untypedCounter(this.registry, GATEWAY_METRICS.invocationStarted);
     this.queueSubmitted = counter(this.registry, QUEUE_METRICS.submitted);
+    this.invokeRoutes = counter(this.registry, GATEWAY_METRICS.invokeRoutes);
   }
 
   invocationStartedFor(functionName: string): void {
@@ -61,6 +63,11 @@ export class GatewayMetrics {
     this.invocationTotal.inc(labels);
     this.functionSeconds.observe(labels, seconds);
     this.counts.set(functionName, (this.counts.get(functionName) ?? 0) + 1);
+  }
+
+  /** How a sync call reached its worker (InvokeResult.route). */
+  routed(route: 'direct' | 'placed'): void {
+    this.invokeRoutes.inc({ route });
   }
 
   /** An async call stored in the queue (not a repeated call id). */

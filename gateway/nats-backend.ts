@@ -99,7 +99,7 @@ export async function createNatsBackend(
       stamp(trace, 'gw-send');
       const msg = await nc.request(SUBJECTS.functionInvoke(fn.name, fn.version), jsonCodec.encode(request), { timeout });
       const refused = directReplySchema.safeParse(jsonCodec.decode(msg.data));
-      if (!refused.success) return result(msg.data);
+      if (!refused.success) return { ...result(msg.data), route: 'direct' };
       // The worker started nothing: placement by the scheduler.
       stamp(trace, 'gw-refused');
     } catch (err) {
@@ -113,7 +113,7 @@ export async function createNatsBackend(
     try {
       stamp(trace, 'gw-place');
       const msg = await nc.request(SUBJECTS.invoke, jsonCodec.encode(request), { timeout });
-      return result(msg.data);
+      return { ...result(msg.data), route: 'placed' };
     } catch (err) {
       if (err instanceof RequestError && err.isNoResponders()) {
         return platform('NO_SCHEDULER', 'no scheduler is running; start one with `npx mayfly scheduler`');

@@ -120,6 +120,7 @@ export function invoke(deps: GatewayDeps): RouteHandlerMethod {
     }
     ctx.finishedAt = performance.now();
     ctx.result = result;
+    if (result.route) deps.metrics.routed(result.route);
     if (result.callId !== callId) {
       request.log.warn({ callId, resultCallId: result.callId }, 'backend answered with another call id');
     }
