@@ -44,6 +44,12 @@ export const initMessageSchema = z.object({
   memoryLimitInMB: z.number().int().positive(),
   /** The function's own secrets only; the agent writes them to /var/openfaas/secrets/<name> (mode 0400). */
   secrets: z.record(z.string(), z.string()).optional(),
+  /**
+   * Compile every function of the module when it loads (V8 --no-lazy), not at
+   * its first call: set for a function snapshot, so its clones find the
+   * handler compiled instead of running V8's compiler under emulation per VM.
+   */
+  eager: z.boolean().optional(),
 });
 export type InitMessage = z.infer<typeof initMessageSchema>;
 

@@ -65,6 +65,8 @@ export interface FunctionInit {
   memoryLimitInMB: number;
   /** The function's own secrets, decrypted; only ever sent to this function's VM. */
   secrets?: Record<string, string>;
+  /** Compile the whole module at load (function snapshots): see initMessageSchema. */
+  eager?: boolean;
 }
 
 export interface RunRequest {

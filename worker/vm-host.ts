@@ -238,7 +238,7 @@ export class VmHost {
     const session = new GuestSession(this.driver, vm, this.limits);
     try {
       await session.boot();
-      if (loaded) await session.init(loaded.fn);
+      if (loaded) await session.init({ ...loaded.fn, eager: true });
       // Warm-up: run the reseed path once so clones resume with it already translated (TCG) and
       // compiled (V8). Each clone is re-keyed with its own entropy right after restore.
       await session.reseed(randomBytes(64));

@@ -16,6 +16,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import v8 from 'node:v8';
 import { encodeFrame, FrameDecoder } from '../../contracts/frame.js';
 import { reseedCloneRng } from './clone-rng.js';
 import { looksLikeEsm, pickHandler, type Handler } from './handler-module.js';
@@ -128,7 +129,13 @@ async function init(msg: InitMessage): Promise<void> {
   // Lambda style "index.handler" names the export after the last dot.
   const exportName = msg.handler.includes('.') ? msg.handler.slice(msg.handler.lastIndexOf('.') + 1) : msg.handler;
   try {
-    const mod = (await import(pathToFileURL(file).href)) as Record<string, unknown>;
+    if (msg.eager) v8.setFlagsFromString('--no-lazy');
+    let mod: Record<string, unknown>;
+    try {
+      mod = (await import(pathToFileURL(file).href)) as Record<string, unknown>;
+    } finally {
+      if (msg.eager) v8.setFlagsFromString('--lazy');
+    }
     const handler = pickHandler(mod, exportName);
     if (!handler) throw new TypeError(`the module exports no function named "${exportName}" and no default function`);
     fn = { name: msg.functionName, handler, memoryLimitInMB: msg.memoryLimitInMB };

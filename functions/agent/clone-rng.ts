@@ -19,13 +19,24 @@ import { syncBuiltinESMExports } from 'node:module';
 
 type Fill = <T extends NodeJS.ArrayBufferView>(buf: T, offset?: number, size?: number) => T;
 
-/** The current clone's keystream; replaced on every reseed. */
+/**
+ * The current clone's keystream, made from `entropy` on the first random draw
+ * after a reseed (most handlers draw none, and under emulation setting up the
+ * hashes and the cipher is a real share of a clone's start).
+ */
 let stream: crypto.Cipher | null = null;
+let entropy: Buffer | null = null;
 let installed = false;
 let resetMathPool: () => void = () => {};
 const zeros = Buffer.alloc(4096);
 
 function keystream(n: number): Buffer {
+  if (!stream) {
+    const e = entropy ?? Buffer.alloc(0);
+    const key = crypto.createHash('sha256').update('mayfly-clone-rng-key').update(e).digest();
+    const iv = crypto.createHash('sha256').update('mayfly-clone-rng-iv').update(e).digest().subarray(0, 16);
+    stream = crypto.createCipheriv('aes-256-ctr', key, iv);
+  }
   const parts: Buffer[] = [];
   for (let left = n; left > 0; left -= zeros.length) parts.push(stream!.update(zeros.subarray(0, Math.min(left, zeros.length))));
   return Buffer.concat(parts, n);
@@ -37,15 +48,15 @@ function keystream(n: number): Buffer {
  * template run a warm-up reseed before its snapshot (so clones resume with
  * this code already translated) while each clone still gets its own key.
  */
-export function reseedCloneRng(entropy: Buffer): void {
+export function reseedCloneRng(fresh: Buffer): void {
   try {
-    fs.writeFileSync('/dev/urandom', entropy);
+    fs.writeFileSync('/dev/urandom', fresh);
   } catch {
     // not in a guest (unit tests): nothing to mix into
   }
-  const key = crypto.createHash('sha256').update('mayfly-clone-rng-key').update(entropy).digest();
-  const iv = crypto.createHash('sha256').update('mayfly-clone-rng-iv').update(entropy).digest().subarray(0, 16);
-  stream = crypto.createCipheriv('aes-256-ctr', key, iv);
+  // The old keystream (the template's, shared by every clone) is gone before any code can draw.
+  entropy = Buffer.from(fresh);
+  stream = null;
   resetMathPool();
   if (!installed) {
     installed = true;
