@@ -1,8 +1,8 @@
 /**
- * `npm run bench`: every benchmark of issue 4 in sequence, each in its own
+ * `npm run bench`: every benchmark (issues 4 and 13) in sequence, each in its own
  * process (each cleans up its VMs and services), then their verdicts.
  * BENCH_ONLY=a,b runs a subset (names: vm-start, density, per-request,
- * per-function, throughput). Every bench's own BENCH_* variables apply.
+ * per-function, throughput, breakdown). Every bench's own BENCH_* variables apply.
  * Exit code 1 when a bench failed to run (not when a target is missed).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { machineLine } from './common.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const ALL = ['vm-start', 'density', 'per-request', 'per-function', 'throughput'];
+const ALL = ['breakdown', 'vm-start', 'density', 'per-request', 'per-function', 'throughput'];
 const only = process.env.BENCH_ONLY?.split(',').map((s) => s.trim()).filter(Boolean);
 const benches = only?.length ? ALL.filter((b) => only.includes(b)) : ALL;
 if (only?.some((b) => !ALL.includes(b))) {

@@ -36,6 +36,8 @@ import {
 import { grid, mean, percentile } from './stats.js';
 
 const CLIENTS = Math.max(1, envInt('BENCH_CLIENTS', 8));
+/** Issue 13 measures per-request throughput with 4 clients, per-function with 8. */
+const CLIENTS_REQ = Math.max(1, envInt('BENCH_CLIENTS_REQ', 4));
 const DURATION_S = envInt('BENCH_DURATION_S', 20);
 const POOL = envInt('BENCH_POOL_SIZE', 1);
 const POOL_MAX = envInt('BENCH_POOL_MAX', 8);
@@ -64,7 +66,7 @@ interface LoadResult {
   };
 }
 
-async function load(name: string, url: string, seconds: number, cpu: () => number, p?: TestPlatform): Promise<LoadResult> {
+async function load(name: string, url: string, seconds: number, cpu: () => number, p?: TestPlatform, clients = CLIENTS): Promise<LoadResult> {
   const results: CallResult[] = [];
   let errors = 0;
   const firstError: string[] = [];
@@ -87,7 +89,7 @@ async function load(name: string, url: string, seconds: number, cpu: () => numbe
   const t0 = performance.now();
   const end = t0 + seconds * 1000;
   await Promise.all(
-    Array.from({ length: CLIENTS }, async (_, c) => {
+    Array.from({ length: clients }, async (_, c) => {
       for (let i = 0; performance.now() < end; i++) {
         try {
           const r = await call(url, `c${c}-${i}`);
@@ -147,22 +149,33 @@ await runBench('throughput', async () => {
     await callOk(`${watchdog.url}/function/trivial`, 'warmup');
     await callOk(`${server.url}/function/trivial`, 'warmup');
   }
+  // The per-request function's snapshot is made after its first start: load starts once calls come from it.
+  for (let i = 0; ; i++) {
+    await waitPoolFull(p, 'w1', POOL);
+    if ((await callOk(pr, 'warmup')).start === 'snapshot') break;
+    if (i > 60) throw new Error('tp-request was never served from its snapshot');
+  }
 
   // CPU of the platform: its services with their reaped children (the worker reaps its QEMUs), nats-server, and live QEMUs.
   const platformCpu = () =>
     cpuSeconds([...p.services.map((s) => s.proc.pid!), p.nats.pid]) + cpuSeconds(p.qemuPids(), false);
   const runs: Array<{ r: LoadResult; base: LoadResult }> = [];
   await waitPoolFull(p, 'w1', POOL);
-  const mReq = await load('Mayfly per-request', pr, DURATION_S, platformCpu, p);
-  const bReq = await load('host: spawn node per request (watchdog)', `${watchdog.url}/function/trivial`, DURATION_S, () =>
-    cpuSeconds([watchdog.pid]),
+  const mReq = await load(`Mayfly per-request (${CLIENTS_REQ} clients)`, pr, DURATION_S, platformCpu, p, CLIENTS_REQ);
+  const bReq = await load(
+    `host: spawn node per request (watchdog, ${CLIENTS_REQ} clients)`,
+    `${watchdog.url}/function/trivial`,
+    DURATION_S,
+    () => cpuSeconds([watchdog.pid]),
+    undefined,
+    CLIENTS_REQ,
   );
   runs.push({ r: mReq, base: bReq });
   // Sustained per-function load: first let it make its warm VMs (one per concurrent client).
   await waitPoolFull(p, 'w1', POOL, Date.now(), 120_000);
   for (let i = 0; i < 2; i++) await Promise.all(Array.from({ length: CLIENTS }, () => callOk(pf, 'warmup')));
-  const mFn = await load('Mayfly per-function (warm VMs)', pf, DURATION_S, platformCpu, p);
-  const bFn = await load('host: plain node http server', `${server.url}/function/trivial`, DURATION_S, () => cpuSeconds([server.pid]));
+  const mFn = await load(`Mayfly per-function (warm VMs, ${CLIENTS} clients)`, pf, DURATION_S, platformCpu, p);
+  const bFn = await load(`host: plain node http server (${CLIENTS} clients)`, `${server.url}/function/trivial`, DURATION_S, () => cpuSeconds([server.pid]));
   runs.push({ r: mFn, base: bFn });
 
   const lat = (r: LoadResult, q: number) => percentile(r.results.map((x) => x.ms), q);
@@ -183,7 +196,7 @@ await runBench('throughput', async () => {
     }
   }
   process.stdout.write(
-    `\n${CLIENTS} concurrent clients, ${DURATION_S} s each\n${grid(['load', 'calls', 'errors', 'inv/s', 'p50 ms', 'p99 ms', 'x base inv/s', 'CPU ms/call', 'machine busy %'], rows)}\n`,
+    `\nclosed loops of concurrent clients, ${DURATION_S} s each\n${grid(['load', 'calls', 'errors', 'inv/s', 'p50 ms', 'p99 ms', 'x base inv/s', 'CPU ms/call', 'machine busy %'], rows)}\n`,
   );
   for (const { r } of runs) {
     process.stdout.write(`${r.name}: VM start kinds ${countBy(r.results, (x) => x.start ?? '?')}`);
@@ -196,11 +209,13 @@ await runBench('throughput', async () => {
     }
     process.stdout.write('\n');
   }
+  const reqRatio = mReq.perSecond / bReq.perSecond;
+  const fnRatio = mFn.perSecond / bFn.perSecond;
   verdict(
     'throughput',
-    `per-request ${mReq.perSecond.toFixed(2)} inv/s = ${(mReq.perSecond / bReq.perSecond).toFixed(2)}x spawn-per-request ` +
-      `(pool refill ${mReq.pool!.refillPerSecond.toFixed(2)}/s); per-function ${mFn.perSecond.toFixed(1)} inv/s = ` +
-      `${(mFn.perSecond / bFn.perSecond).toFixed(3)}x node http server; errors ${mReq.errors + mFn.errors} ` +
-      `(issue 4 sets no numeric target: reported)`,
+    `per-request ${mReq.perSecond.toFixed(2)} inv/s = ${reqRatio.toFixed(2)}x spawn-per-request with ${CLIENTS_REQ} clients ` +
+      `(target >= 0.5x: ${reqRatio >= 0.5 ? 'MET' : 'NOT MET'}); per-function ${mFn.perSecond.toFixed(1)} inv/s = ` +
+      `${fnRatio.toFixed(3)}x node http server with ${CLIENTS} clients (targets >= 500/s: ${mFn.perSecond >= 500 ? 'MET' : 'NOT MET'}, ` +
+      `>= 0.08x: ${fnRatio >= 0.08 ? 'MET' : 'NOT MET'}); errors ${mReq.errors + mFn.errors}`,
   );
 });
