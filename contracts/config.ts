@@ -153,7 +153,7 @@ export const configSchema = z.object({
   /** Idle time after which a per-function warm VM is destroyed. */
   MAYFLY_WARM_TTL_MS: int(1000, 86_400_000).default(60_000),
   /** A per-function VM keeps running this long after a call before it is paused (back-to-back calls skip pause/unpause); 0 pauses at once. */
-  MAYFLY_WARM_LINGER_MS: int(0, 60_000).default(200),
+  MAYFLY_WARM_LINGER_MS: int(0, 60_000).default(50),
   MAYFLY_HEARTBEAT_MS: int(100, 60_000).default(1000),
   /** Worker's /metrics listener (0 = any free port). */
   MAYFLY_WORKER_METRICS_PORT: int(0, 65535).default(0),

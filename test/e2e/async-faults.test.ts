@@ -138,6 +138,7 @@ it(`keeps every accepted async call through worker, scheduler and NATS failures 
     seconds: Math.round((Date.now() - t0) / 1000),
   };
   process.stdout.write(`async fault test: ${JSON.stringify(counts)}\n`);
+  for (const r of finals.values()) if (r.status === 'failed') process.stdout.write(`failed call ${r.callId}: ${r.statusCode} ${r.error ?? ''}\n`);
 
   expect(counts.accepted).toBe(CALLS);
   expect(counts.lost).toBe(0);
