@@ -9,6 +9,7 @@ export const CONSOLE_HTML = `<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Mayfly console</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="/ui/assets/app.css">
 <script type="module" src="/ui/assets/app.js"></script>
 </head>

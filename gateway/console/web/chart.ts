@@ -9,11 +9,11 @@ export interface LiveChart {
   destroy(): void;
 }
 
-export function liveChart(title: string, labels: string[], opts: { stepped?: boolean; yLabel?: string } = {}): LiveChart {
+export function liveChart(title: string, labels: string[], opts: { stepped?: boolean; points?: boolean; yLabel?: string } = {}): LiveChart {
   const el = document.createElement('figure');
   el.className = 'chart';
   el.setAttribute('aria-label', title);
-  const width = () => Math.max(260, Math.min(900, (el.parentElement?.clientWidth ?? 600) - 16));
+  const width = () => Math.max(240, el.clientWidth || (el.parentElement?.clientWidth ?? 600));
   let u: uPlot | null = null;
   let pending: uPlot.AlignedData = [[], ...labels.map(() => [])];
 
@@ -31,6 +31,7 @@ export function liveChart(title: string, labels: string[], opts: { stepped?: boo
             label,
             stroke: COLORS[i % COLORS.length],
             width: 2,
+            ...(opts.points ? { points: { show: true, size: 6 } } : {}),
             ...(opts.stepped ? { paths: uPlot.paths.stepped!({ align: 1 }) } : {}),
           })),
         ],

@@ -16,7 +16,7 @@ const EXAMPLE = `export async function handler(event, context) {
 
 export function functionsPage(main: HTMLElement): () => void {
   const list = h('div', { 'aria-live': 'polite' }, 'Loading…');
-  const name = h('input', { name: 'name', required: true, pattern: '[a-z0-9-]{1,63}', autocomplete: 'off', spellcheck: 'false' });
+  const name = h('input', { name: 'name', required: true, pattern: '[a-z0-9\\-]{1,63}', autocomplete: 'off', spellcheck: 'false' });
   const isolation = h('select', { name: 'isolation' }, h('option', { value: 'per-request' }, 'per-request'), h('option', { value: 'per-function' }, 'per-function'));
   const memory = h('input', { name: 'memory', placeholder: '128Mi' });
   const timeout = h('input', { name: 'timeout', placeholder: '30s' });

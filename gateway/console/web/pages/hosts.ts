@@ -34,8 +34,8 @@ export function hostsPage(main: HTMLElement): () => void {
     const facts = h('div', {});
     const vmChart = liveChart(`VMs by state on ${hostId}`, STATES, { stepped: true, yLabel: 'VMs' });
     const startChart = liveChart(`VM starts per second on ${hostId}`, START_KINDS, { yLabel: 'starts/s' });
-    const latencyChart = liveChart(`Median call duration on ${hostId}`, ['median ms'], { yLabel: 'ms' });
-    const root = h('section', { class: 'card host', 'aria-label': `Host ${hostId}`, 'data-host': hostId }, h('h2', {}, `Host ${hostId}`), facts, vmChart.el, startChart.el, latencyChart.el);
+    const latencyChart = liveChart(`Median call duration on ${hostId}`, ['median ms'], { yLabel: 'ms', points: true });
+    const root = h('section', { class: 'card host', 'aria-label': `Host ${hostId}`, 'data-host': hostId }, h('h2', {}, `Host ${hostId}`), facts, h('div', { class: 'charts' }, vmChart.el, startChart.el, latencyChart.el));
     p = { root, facts, vmChart, startChart, latencyChart, history: [] };
     panels.set(hostId, p);
     container.append(root);
