@@ -157,8 +157,17 @@ describe('web console in a browser', () => {
     await poll(shownWarm, 30_000).toBeGreaterThanOrEqual(1);
     const host = page.locator('section[data-host="w1"]');
     await poll(() => host.textContent()).toContain(`${FN}@1`);
+    // the worker's start counters (from its /metrics): the call's VM start is counted
+    await poll(() => page.locator('[data-starts="w1"]').textContent()).toMatch(/\b(boot|pool|clone|snapshot) [1-9]/);
     expect(await host.locator('canvas').count()).toBe(3);
-    await page.waitForTimeout(3000); // a few points on the charts for the screenshot
+    // more calls while the page is open: they unpause the warm VM, and the page counts it live
+    for (let i = 0; i < 3; i++) {
+      const res = await fetch(`${p.gatewayUrl}/function/${FN}?name=load${i}`);
+      expect(res.status).toBe(200);
+      await page.waitForTimeout(700);
+    }
+    await poll(() => page.locator('[data-starts="w1"]').textContent()).toMatch(/\bunpause [1-9]/);
+    await page.waitForTimeout(1500); // a few more points on the charts for the screenshot
     await shot('hosts');
   });
 
@@ -235,7 +244,8 @@ describe('web console in a browser', () => {
     expect(await context.cookies()).toEqual([]);
     // the cookie is stateless: the old value still verifies until it expires, like a bearer token; logout removes it from the browser
     expect(before?.value).toBeTruthy();
-    expect(await page.evaluate(async () => (await fetch('/system/functions')).status)).toBe(401);
+    // (as the console sends it: with X-Mayfly-Console, a 401 carries no WWW-Authenticate, so no browser password dialog)
+    expect(await page.evaluate(async () => (await fetch('/system/functions', { headers: { 'x-mayfly-console': '1' } })).status)).toBe(401);
   });
 
   it('reported no Content-Security-Policy violation on any page', () => {

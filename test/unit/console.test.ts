@@ -5,6 +5,8 @@
  * compute. The browser side against the real platform: test/e2e/console.test.ts.
  */
 import { randomBytes } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { CallRecord } from '../../contracts/bus.js';
@@ -12,8 +14,9 @@ import { buildGateway } from '../../gateway/app.js';
 import { Authenticator } from '../../gateway/auth.js';
 import type { GatewayBackend } from '../../gateway/backend.js';
 import { ConsoleSessions, readCookie, SESSION_COOKIE, sessionKeyFrom } from '../../gateway/console/session.js';
-import { percentile, startsPerSecond, statsByFunction } from '../../gateway/console/web/stats.js';
+import { percentile, startRates, statsByFunction } from '../../gateway/console/web/stats.js';
 import { HostDirectory } from '../../lib/host-directory.js';
+import { parseStartCounters } from '../../lib/worker-scrape.js';
 
 const PASSWORD = 'console-password-123';
 const basic = (u: string, p: string) => `Basic ${Buffer.from(`${u}:${p}`).toString('base64')}`;
@@ -166,14 +169,27 @@ describe('console login and session', () => {
 });
 
 describe('GET /system/hosts', () => {
-  it('lists the hosts heard from, needs credentials, and forgets silent ones', async () => {
-    hosts.saw({ hostId: 'w1', sentAt: 1, memoryBudgetMiB: 1024, memoryReservedMiB: 256, inflight: 0, vms: { pool: 2, warm: 1 }, warm: ['f@1'], pools: { node: 2 }, snapshots: [] });
-    const { cookie } = await login();
-    expect((await app.inject({ url: '/system/hosts' })).statusCode).toBe(401);
-    const res = await app.inject({ url: '/system/hosts', headers: { cookie } });
-    expect(res.statusCode).toBe(200);
-    expect(res.json()).toEqual([expect.objectContaining({ hostId: 'w1', vms: { pool: 2, warm: 1 }, ageMs: expect.any(Number) })]);
-    expect(hosts.list(Date.now() + 5000)).toEqual([]);
+  it('lists the hosts heard from with their VM start counters, needs credentials, and forgets silent ones', async () => {
+    // a worker's /metrics (a real listener on loopback)
+    const metrics = http.createServer((_req, res) => res.end('mayfly_vm_start_seconds_sum{host="w1",runtime="node",kind="pool"} 0.5\nmayfly_vm_start_seconds_count{host="w1",runtime="node",kind="pool"} 2\n'));
+    await new Promise<void>((r) => metrics.listen(0, '127.0.0.1', r));
+    try {
+      const port = (metrics.address() as AddressInfo).port;
+      const hb = { sentAt: 1, memoryBudgetMiB: 1024, memoryReservedMiB: 256, inflight: 0, vms: { pool: 2, warm: 1 }, warm: ['f@1'], pools: { node: 2 }, snapshots: [] };
+      hosts.saw({ ...hb, hostId: 'w1', metricsUrl: `http://127.0.0.1:${port}/metrics` });
+      hosts.saw({ ...hb, hostId: 'w2', metricsUrl: 'http://127.0.0.1:1/metrics' });
+      const { cookie } = await login();
+      expect((await app.inject({ url: '/system/hosts' })).statusCode).toBe(401);
+      const res = await app.inject({ url: '/system/hosts', headers: { cookie } });
+      expect(res.statusCode).toBe(200);
+      expect(res.json()).toEqual([
+        expect.objectContaining({ hostId: 'w1', vms: { pool: 2, warm: 1 }, ageMs: expect.any(Number), starts: { pool: { count: 2, sumSeconds: 0.5 } } }),
+        expect.objectContaining({ hostId: 'w2', startsError: expect.stringContaining("could not read the worker's metrics") }),
+      ]);
+      expect(hosts.list(Date.now() + 5000)).toEqual([]);
+    } finally {
+      await new Promise((r) => metrics.close(r));
+    }
   });
 });
 
@@ -213,12 +229,37 @@ describe('console figures from call records', () => {
     expect(s.get('g')).toMatchObject({ calls: 1, errors: 1, starts: { cold: 1 } });
   });
 
-  it('buckets starts per second by kind and host', () => {
-    const t = Date.parse('2026-01-01T00:00:10Z') / 1000;
-    const records = [rec({}), rec({ start: 'clone' }), rec({ startedAt: '2026-01-01T00:00:11.500Z' }), rec({ hostId: 'w2' })];
-    const r = startsPerSecond(records, t, t + 1, 'w1');
-    expect(r.pool).toEqual([1, 1]);
-    expect(r.clone).toEqual([1, 0]);
-    expect(startsPerSecond(records, t, t + 1).pool).toEqual([2, 1]);
+  it('turns two readings of start counters into starts per second and mean latency', () => {
+    const prev = { atMs: 10_000, starts: { pool: { count: 4, sumSeconds: 0.4 }, refill: { count: 2, sumSeconds: 3 } } };
+    const cur = { atMs: 12_000, starts: { pool: { count: 8, sumSeconds: 0.8 }, refill: { count: 2, sumSeconds: 3 }, warm: { count: 1, sumSeconds: 0.002 } } };
+    expect(startRates(prev, cur)).toEqual({
+      pool: { perSecond: 2, meanMs: 100 },
+      refill: { perSecond: 0, meanMs: null },
+      warm: { perSecond: 0.5, meanMs: 2 },
+    });
+    // a restarted worker (counters went down) counts from zero; no time passed gives nothing
+    expect(startRates(cur, { atMs: 13_000, starts: { pool: { count: 1, sumSeconds: 0.05 } } })).toEqual({ pool: { perSecond: 1, meanMs: 50 } });
+    expect(startRates(cur, cur)).toEqual({});
+  });
+
+  it('reads the VM start counters of a worker from its metrics text', () => {
+    const text = [
+      '# HELP mayfly_vm_start_seconds x',
+      'mayfly_vm_start_seconds_bucket{le="0.1",host="w1",runtime="node",kind="pool"} 3',
+      'mayfly_vm_start_seconds_sum{host="w1",runtime="node",kind="pool"} 0.25',
+      'mayfly_vm_start_seconds_count{host="w1",runtime="node",kind="pool"} 3',
+      'mayfly_vm_start_seconds_sum{host="w1",runtime="python3",kind="pool"} 0.5',
+      'mayfly_vm_start_seconds_count{host="w1",runtime="python3",kind="pool"} 1',
+      'mayfly_vm_start_seconds_count{host="w1",runtime="node",kind="warm"} 2',
+      'mayfly_pool_refill_seconds_sum{host="w1",runtime="node"} 7.5',
+      'mayfly_pool_refill_seconds_count{host="w1",runtime="node"} 5',
+      'mayfly_pool_refills_total{host="w1",runtime="node"} 5',
+      'gateway_functions_seconds_count{function_name="f",code="200"} 9',
+    ].join('\n');
+    expect(parseStartCounters(text)).toEqual({
+      pool: { count: 4, sumSeconds: 0.75 },
+      warm: { count: 2, sumSeconds: 0 },
+      refill: { count: 5, sumSeconds: 7.5 },
+    });
   });
 });

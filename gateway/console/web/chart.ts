@@ -9,7 +9,7 @@ export interface LiveChart {
   destroy(): void;
 }
 
-export function liveChart(title: string, labels: string[], opts: { stepped?: boolean; points?: boolean; yLabel?: string } = {}): LiveChart {
+export function liveChart(title: string, labels: string[], opts: { stepped?: boolean; points?: boolean; yLabel?: string; windowS?: number } = {}): LiveChart {
   const el = document.createElement('figure');
   el.className = 'chart';
   el.setAttribute('aria-label', title);
@@ -23,7 +23,9 @@ export function liveChart(title: string, labels: string[], opts: { stepped?: boo
         title,
         width: width(),
         height: 200,
-        scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, Math.max(1, Math.ceil(max * 1.1))] } },
+        scales: {
+          x: { time: true, ...(opts.windowS ? { range: (_u: uPlot, _min: number, max: number): uPlot.Range.MinMax => [max - opts.windowS!, max] } : {}) },
+          y: { range: (_u, _min, max) => [0, Math.max(1, Math.ceil(max * 1.1))] } },
         axes: [{}, { label: opts.yLabel ?? '', size: 50 }],
         series: [
           {},

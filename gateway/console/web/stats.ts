@@ -1,7 +1,7 @@
 /**
  * Per-function figures over a recent window, computed from call records
  * (GET /system/invocations): calls, errors, p50/p99 duration, start kinds; and
- * starts per second by kind for the Hosts page. No DOM: unit-tested.
+ * VM start rates and latencies from two readings of a host's counters. No DOM: unit-tested.
  */
 import { START_KINDS, type CallRecord, type StartKind } from './types.js';
 
@@ -49,32 +49,27 @@ export function statsByFunction(records: CallRecord[], sinceMs: number): Map<str
   return result;
 }
 
-/**
- * VM starts per second by start kind on one host (or all when hostId is
- * undefined), in whole-second buckets from `fromSec` to `toSec` inclusive
- * (epoch seconds), by the records' startedAt.
- */
-export function startsPerSecond(records: CallRecord[], fromSec: number, toSec: number, hostId?: string): Record<StartKind, number[]> {
-  const n = Math.max(0, toSec - fromSec + 1);
-  const out = Object.fromEntries(START_KINDS.map((k) => [k, new Array<number>(n).fill(0)])) as Record<StartKind, number[]>;
-  for (const r of records) {
-    if (!r.start || !r.startedAt || (hostId !== undefined && r.hostId !== hostId)) continue;
-    const sec = Math.floor(Date.parse(r.startedAt) / 1000);
-    if (sec < fromSec || sec > toSec) continue;
-    out[r.start][sec - fromSec]!++;
-  }
-  return out;
+/** One reading of a host's VM start counters (GET /system/hosts `starts`), with the time it was taken. */
+export interface StartReading {
+  atMs: number;
+  starts: Record<string, { count: number; sumSeconds: number }>;
 }
 
-/** Median call duration (start to end) of the calls that started in each second (same buckets), undefined where none did. */
-export function medianDurationPerSecond(records: CallRecord[], fromSec: number, toSec: number, hostId?: string): Array<number | null> {
-  const buckets: number[][] = Array.from({ length: Math.max(0, toSec - fromSec + 1) }, () => []);
-  for (const r of records) {
-    if (!r.startedAt || (hostId !== undefined && r.hostId !== hostId)) continue;
-    const sec = Math.floor(Date.parse(r.startedAt) / 1000);
-    const d = durationMs(r);
-    if (sec < fromSec || sec > toSec || d === undefined) continue;
-    buckets[sec - fromSec]!.push(d);
+/**
+ * Between two readings, per series (start kind or `refill`): starts per second
+ * and their mean latency in ms (null when none happened). A counter that went
+ * down (the worker restarted) counts from zero.
+ */
+export function startRates(prev: StartReading, cur: StartReading): Record<string, { perSecond: number; meanMs: number | null }> {
+  const dt = (cur.atMs - prev.atMs) / 1000;
+  const out: Record<string, { perSecond: number; meanMs: number | null }> = {};
+  if (dt <= 0) return out;
+  for (const [key, c] of Object.entries(cur.starts)) {
+    const p = prev.starts[key] ?? { count: 0, sumSeconds: 0 };
+    const reset = c.count < p.count;
+    const dn = reset ? c.count : c.count - p.count;
+    const ds = reset ? c.sumSeconds : c.sumSeconds - p.sumSeconds;
+    out[key] = { perSecond: dn / dt, meanMs: dn > 0 ? (ds / dn) * 1000 : null };
   }
-  return buckets.map((b) => (b.length ? percentile(b.sort((x, y) => x - y), 0.5)! : null));
+  return out;
 }

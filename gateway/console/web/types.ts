@@ -1,6 +1,8 @@
 /** The shapes the console reads from the API (see contracts/ for their definitions). */
 export type StartKind = 'cold' | 'pool' | 'clone' | 'snapshot' | 'warm';
 export const START_KINDS: StartKind[] = ['cold', 'pool', 'clone', 'snapshot', 'warm'];
+/** The `kind` label of the workers' mayfly_vm_start_seconds (contracts/metrics.ts, vmStartKindLabel). */
+export const VM_START_KINDS = ['boot', 'pool', 'clone', 'snapshot', 'unpause'] as const;
 export const CALL_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'dead', 'cancelled'] as const;
 
 export interface FunctionInfo {
@@ -47,6 +49,9 @@ export interface HostInfo {
   warm: string[];
   pools: Record<string, number>;
   snapshots: string[];
+  /** VM start counters from the worker's metrics: per start kind and `refill`. */
+  starts?: Record<string, { count: number; sumSeconds: number }>;
+  startsError?: string;
 }
 
 export interface Session {

@@ -1,17 +1,28 @@
 /**
- * Hosts and VMs: per worker host (GET /system/hosts, from heartbeats, polled
- * every second) its VMs by state, memory budget, pools, warm functions and
- * snapshots; charts of VMs by state over the last two minutes, and of VM starts
- * per second by kind with the median call duration (from call records).
+ * Hosts and VMs: per worker host (GET /system/hosts, from heartbeats and the
+ * workers' metrics, polled every second) its VMs by state, memory budget, pools,
+ * warm functions and snapshots; live charts over the last two minutes of VMs by
+ * state, VM starts per second by kind (and pool refills: VMs booted or cloned
+ * ahead), and the mean start latency of each kind. The history of a host is kept
+ * while the console is open, across page changes.
  */
 import { ApiError, getJson } from '../api.js';
 import { clear, h, table } from '../dom.js';
 import { liveChart, type LiveChart } from '../chart.js';
-import { medianDurationPerSecond, startsPerSecond } from '../stats.js';
-import { START_KINDS, type CallRecord, type HostInfo } from '../types.js';
+import { startRates, type StartReading } from '../stats.js';
+import { VM_START_KINDS, type HostInfo } from '../types.js';
 
 const HISTORY_S = 120;
 const STATES = ['booting', 'pool', 'warm', 'busy'];
+const SERIES: string[] = [...VM_START_KINDS, 'refill'];
+
+interface Point {
+  t: number;
+  vms: Record<string, number>;
+  rates: ReturnType<typeof startRates>;
+}
+/** Per host, kept while the console is open (so coming back to the page shows the last two minutes). */
+const histories = new Map<string, { points: Point[]; last?: StartReading }>();
 
 interface HostPanel {
   root: HTMLElement;
@@ -19,24 +30,24 @@ interface HostPanel {
   vmChart: LiveChart;
   startChart: LiveChart;
   latencyChart: LiveChart;
-  history: Array<{ t: number; vms: Record<string, number> }>;
 }
 
 export function hostsPage(main: HTMLElement): () => void {
   const summary = h('div', { id: 'hosts-summary', 'aria-live': 'polite' }, 'Waiting for heartbeats…');
   const panels = new Map<string, HostPanel>();
   const container = h('div', { class: 'hosts' });
-  let records: CallRecord[] = [];
 
   function panel(hostId: string): HostPanel {
     let p = panels.get(hostId);
     if (p) return p;
     const facts = h('div', {});
-    const vmChart = liveChart(`VMs by state on ${hostId}`, STATES, { stepped: true, yLabel: 'VMs' });
-    const startChart = liveChart(`VM starts per second on ${hostId}`, START_KINDS, { yLabel: 'starts/s' });
-    const latencyChart = liveChart(`Median call duration on ${hostId}`, ['median ms'], { yLabel: 'ms', points: true });
-    const root = h('section', { class: 'card host', 'aria-label': `Host ${hostId}`, 'data-host': hostId }, h('h2', {}, `Host ${hostId}`), facts, h('div', { class: 'charts' }, vmChart.el, startChart.el, latencyChart.el));
-    p = { root, facts, vmChart, startChart, latencyChart, history: [] };
+    const vmChart = liveChart(`VMs by state on ${hostId}`, STATES, { stepped: true, yLabel: 'VMs', windowS: HISTORY_S });
+    const startChart = liveChart(`VM starts per second on ${hostId}`, SERIES, { yLabel: 'starts/s', windowS: HISTORY_S });
+    const latencyChart = liveChart(`Mean VM start latency on ${hostId}`, SERIES, { yLabel: 'ms', points: true, windowS: HISTORY_S });
+    const root = h('section', { class: 'card host', 'aria-label': `Host ${hostId}`, 'data-host': hostId }, h('h2', {}, `Host ${hostId}`), facts, h('div', { class: 'charts' }, vmChart.el, startChart.el, latencyChart.el),
+      h('p', { class: 'note' }, 'boot, pool, clone, snapshot, unpause: how calls got their VM (unpause: the function’s paused warm VM); refill: VMs made ahead for the pool. From the worker’s metrics, read every second.'),
+    );
+    p = { root, facts, vmChart, startChart, latencyChart };
     panels.set(hostId, p);
     container.append(root);
     return p;
@@ -72,8 +83,15 @@ export function hostsPage(main: HTMLElement): () => void {
     }
     for (const x of hosts) {
       const p = panel(x.hostId);
-      p.history.push({ t: now, vms: { ...x.vms } });
-      while (p.history.length && p.history[0]!.t < now - HISTORY_S) p.history.shift();
+      let hist = histories.get(x.hostId);
+      if (!hist) histories.set(x.hostId, (hist = { points: [] }));
+      const reading: StartReading | undefined = x.starts ? { atMs: Date.now(), starts: x.starts } : undefined;
+      const rates = reading && hist.last ? startRates(hist.last, reading) : {};
+      if (reading) hist.last = reading;
+      if (hist.points.at(-1)?.t === now) hist.points.pop();
+      hist.points.push({ t: now, vms: { ...x.vms }, rates });
+      while (hist.points.length && hist.points[0]!.t < now - HISTORY_S) hist.points.shift();
+      const points = hist.points;
       clear(p.facts);
       const used = x.memoryBudgetMiB ? x.memoryReservedMiB / x.memoryBudgetMiB : 0;
       const pools = Object.entries(x.pools).map(([rt, n]) => `${rt}: ${n}`).join(', ') || '–';
@@ -89,17 +107,22 @@ export function hostsPage(main: HTMLElement): () => void {
           h('dd', {}, x.warm.join(', ') || '–'),
           h('dt', {}, 'Function snapshots'),
           h('dd', {}, x.snapshots.join(', ') || '–'),
+          h('dt', {}, 'VM starts so far'),
+          h(
+            'dd',
+            { 'data-starts': x.hostId },
+            x.starts
+              ? SERIES.filter((k) => x.starts![k]?.count)
+                  .map((k) => `${k} ${x.starts![k]!.count}`)
+                  .join(', ') || 'none'
+              : (x.startsError ?? '–'),
+          ),
         ),
       );
-      p.vmChart.set(
-        p.history.map((e) => e.t),
-        STATES.map((s) => p.history.map((e) => e.vms[s] ?? 0)),
-      );
-      const from = now - HISTORY_S;
-      const xs = Array.from({ length: HISTORY_S + 1 }, (_, i) => from + i);
-      const starts = startsPerSecond(records, from, now, x.hostId);
-      p.startChart.set(xs, START_KINDS.map((k) => starts[k]));
-      p.latencyChart.set(xs, [medianDurationPerSecond(records, from, now, x.hostId)]);
+      const xs = points.map((e) => e.t);
+      p.vmChart.set(xs, STATES.map((s) => points.map((e) => e.vms[s] ?? 0)));
+      p.startChart.set(xs, SERIES.map((k) => points.map((e) => e.rates[k]?.perSecond ?? 0)));
+      p.latencyChart.set(xs, SERIES.map((k) => points.map((e) => e.rates[k]?.meanMs ?? null)));
     }
   }
 
@@ -116,21 +139,12 @@ export function hostsPage(main: HTMLElement): () => void {
       busy = false;
     }
   }
-  async function loadRecords(): Promise<void> {
-    try {
-      records = await getJson<CallRecord[]>('/system/invocations?limit=1000');
-    } catch {
-      // the VM chart still works; the error shows on the next tick if it persists
-    }
-  }
 
   main.append(summary, container);
-  void loadRecords().then(tick);
+  void tick();
   const t1 = setInterval(() => void tick(), 1000);
-  const t2 = setInterval(() => void loadRecords(), 2000);
   return () => {
     clearInterval(t1);
-    clearInterval(t2);
     for (const p of panels.values()) {
       p.vmChart.destroy();
       p.startChart.destroy();
