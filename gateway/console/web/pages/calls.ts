@@ -17,13 +17,25 @@ export function callsPage(main: HTMLElement, params: URLSearchParams): () => voi
   const tailBox = h('input', { type: 'checkbox', id: 'tail' });
   const tail = h('pre', { id: 'tail-logs', tabindex: 0, hidden: true });
   let tailTimer: ReturnType<typeof setInterval> | undefined;
+  /** Answers to older requests (filters changed since) are dropped. */
+  let seq = 0;
+
+  /** The address of one call's detail, keeping the current filters. */
+  const callHref = (callId: string) => {
+    const q = new URLSearchParams({ call: callId });
+    if (fn.value) q.set('fn', fn.value);
+    if (status.value) q.set('status', status.value);
+    return `#/calls?${q}`;
+  };
 
   async function refresh(): Promise<void> {
+    const mine = ++seq;
     const q = new URLSearchParams({ limit: '200' });
     if (fn.value) q.set('function', fn.value);
     if (status.value) q.set('status', status.value);
     try {
       const calls = await getJson<CallRecord[]>(`/system/invocations?${q}`);
+      if (mine !== seq) return;
       clear(list);
       if (!calls.length) {
         list.append(h('p', {}, 'No calls match.'));
@@ -34,7 +46,7 @@ export function callsPage(main: HTMLElement, params: URLSearchParams): () => voi
           'Calls',
           ['Call', 'Function', 'Mode', 'Status', 'Code', 'Start', 'Host', 'Attempts', 'Queued', 'Duration'],
           calls.map((c) => [
-            h('a', { href: `#/calls?call=${encodeURIComponent(c.callId)}${fn.value ? `&fn=${encodeURIComponent(fn.value)}` : ''}` }, c.callId),
+            h('a', { href: callHref(c.callId) }, c.callId),
             c.function,
             c.mode,
             h('span', { class: `status ${c.status}` }, c.status),
@@ -49,6 +61,7 @@ export function callsPage(main: HTMLElement, params: URLSearchParams): () => voi
         ),
       );
     } catch (err) {
+      if (mine !== seq) return;
       clear(list);
       list.append(h('p', { class: 'error' }, `${(err as ApiError).code ?? 'ERROR'}: ${(err as Error).message}`));
     }
