@@ -56,6 +56,26 @@ export function readCookie(header: string | undefined, name: string): string | u
   return undefined;
 }
 
+/**
+ * Invocation headers without the console's credentials: a function must never
+ * see an operator's session cookie or CSRF token (the console and functions share
+ * one origin, so the browser sends the cookie to /function/* too).
+ */
+export function withoutConsoleCredentials(headers: Record<string, string>): Record<string, string> {
+  const cookie = headers.cookie;
+  if (cookie !== undefined) {
+    const kept = cookie
+      .split(';')
+      .map((c) => c.trim())
+      .filter((c) => c !== '' && c.slice(0, c.indexOf('=')).trim() !== SESSION_COOKIE)
+      .join('; ');
+    if (kept) headers.cookie = kept;
+    else delete headers.cookie;
+  }
+  delete headers[CSRF_HEADER];
+  return headers;
+}
+
 export class ConsoleSessions {
   constructor(private readonly opts: ConsoleSessionOptions) {
     if (opts.key.length < 32) throw new Error('the console session key must be at least 32 bytes');

@@ -23,7 +23,7 @@ const PASSWORD = 'console-e2e-password';
 const FN = 'console-hello';
 const CODE = `export async function handler(event) {
   console.log('console says hi to', event.query.name);
-  return { hello: event.query.name, method: event.method };
+  return { hello: event.query.name, method: event.method, cookie: event.headers.cookie ?? null, csrf: event.headers['x-csrf-token'] ?? null };
 }
 `;
 
@@ -123,7 +123,8 @@ describe('web console in a browser', () => {
     await page.getByLabel('Query').fill('name=browser');
     await page.getByRole('button', { name: 'Invoke' }).click();
     await poll(() => page.locator('#invoke-status').textContent(), 120_000).toMatch(/^200/);
-    expect(JSON.parse((await page.locator('#invoke-body').textContent())!)).toEqual({ hello: 'browser', method: 'POST' });
+    expect(JSON.parse((await page.locator('#invoke-body').textContent())!)).toEqual({ hello: 'browser', method: 'POST', cookie: null, csrf: null });
+    // (the browser did send the session cookie and CSRF token with the call: the gateway keeps them from the function)
     expect(await page.locator('#invoke-start').textContent()).toMatch(/^(cold|pool|clone|snapshot|warm)$/);
     expect(await page.locator('#invoke-host').textContent()).toBe('w1');
     await poll(() => page.locator('#invoke-logs').textContent()).toContain('console says hi to browser');

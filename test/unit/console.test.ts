@@ -14,6 +14,7 @@ import { buildGateway } from '../../gateway/app.js';
 import { Authenticator } from '../../gateway/auth.js';
 import type { GatewayBackend } from '../../gateway/backend.js';
 import { ConsoleSessions, readCookie, SESSION_COOKIE, sessionKeyFrom } from '../../gateway/console/session.js';
+import { buildInvocationEvent } from '../../gateway/invocation-event.js';
 import { percentile, startRates, statsByFunction } from '../../gateway/console/web/stats.js';
 import { HostDirectory } from '../../lib/host-directory.js';
 import { parseStartCounters } from '../../lib/worker-scrape.js';
@@ -159,6 +160,17 @@ describe('console login and session', () => {
     const out = await app.inject({ method: 'POST', url: '/ui/api/logout', headers: { cookie, 'x-csrf-token': csrf } });
     expect(out.statusCode).toBe(204);
     expect(String(out.headers['set-cookie'])).toMatch(/Max-Age=0/);
+  });
+
+  it('never hands the session cookie or the CSRF token to a function', () => {
+    const event = (headers: Record<string, string>) =>
+      buildInvocationEvent({ method: 'POST', url: '/function/f', headers, callId: 'c1', body: undefined }).headers;
+    expect(event({ cookie: `a=1; ${SESSION_COOKIE}=secret.mac; b=2`, 'x-csrf-token': 't', 'x-other': 'kept' })).toEqual({
+      cookie: 'a=1; b=2',
+      'x-other': 'kept',
+      'x-call-id': 'c1',
+    });
+    expect(event({ cookie: `${SESSION_COOKIE}=secret.mac` })).toEqual({ 'x-call-id': 'c1' });
   });
 
   it('marks the cookie Secure over TLS', () => {
