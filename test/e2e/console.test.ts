@@ -1,7 +1,7 @@
 /**
  * The web console in a real headless browser (Debian's chromium driven by
  * playwright-core) against the real platform with authentication on: log in
- * (by keyboard), deploy a function from the page, invoke it and see its answer
+ * (by keyboard), deploy a function from the page (code loaded from a file), invoke it and see its answer
  * and logs, find the call in Calls, watch the host's VM counts change, manage
  * secrets and tokens, delete the function; and the refusals: no session → 401,
  * a session without or with a wrong CSRF token → 403. No CSP violation may be
@@ -101,7 +101,9 @@ describe('web console in a browser', () => {
   it('deploys a function from the Functions page', async () => {
     await page.getByLabel('Name').fill(FN);
     await page.getByLabel('Isolation').selectOption('per-function');
-    await page.getByLabel('Handler code (an ES module)').fill(CODE);
+    // the code comes from a file, loaded into the editor
+    await page.getByLabel('…or load it from a file').setInputFiles({ name: 'hello.mjs', mimeType: 'text/javascript', buffer: Buffer.from(CODE) });
+    await poll(() => page.getByLabel('Handler code (an ES module)').inputValue()).toBe(CODE);
     await page.getByRole('button', { name: 'Deploy', exact: true }).click();
     const row = page.locator('#functions-table tr', { hasText: FN });
     await row.waitFor();

@@ -24,6 +24,15 @@ export function functionsPage(main: HTMLElement): () => void {
   const snapshot = h('input', { name: 'snapshot', type: 'checkbox' });
   const code = h('textarea', { name: 'code', rows: 10, spellcheck: 'false', required: true });
   code.value = EXAMPLE;
+  const file = h('input', { name: 'code-file', type: 'file', accept: '.js,.mjs,.cjs,text/javascript' });
+  file.addEventListener('change', () => {
+    const f = file.files?.[0];
+    if (!f) return;
+    void f.text().then((text) => {
+      code.value = text;
+      toast(`${f.name} loaded into the editor (${text.length} characters)`);
+    });
+  });
   const error = h('p', { class: 'error', role: 'alert' });
   const submit = h('button', { type: 'submit' }, 'Deploy');
   let known: FunctionInfo[] = [];
@@ -35,6 +44,7 @@ export function functionsPage(main: HTMLElement): () => void {
     h('div', { class: 'grid' }, field('Name', name, 'a-z, 0-9 and -'), field('Isolation', isolation), field('Memory', memory), field('Timeout', timeout), field('Handler export', handler)),
     h('div', { class: 'field inline' }, snapshot, h('label', { for: (snapshot.id = 'f-snapshot') }, 'Start from a function snapshot (com.mayfly.snapshot)')),
     field('Handler code (an ES module)', code, 'The whole module is sent again for every new version: the API does not hand code back.'),
+    field('…or load it from a file', file),
     error,
     submit,
   );
