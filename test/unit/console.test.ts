@@ -90,6 +90,18 @@ describe('console login and session', () => {
     expect(res.body).not.toMatch(/ style=|<style/);
   });
 
+  it('answers /ui as /ui/; with authentication off the console needs no login', async () => {
+    expect((await app.inject({ url: '/ui' })).statusCode).toBe(200);
+    const open = await buildGateway({ backend, maxBodyBytes: 1 << 20, maxCodeBytes: 1 << 20, version: { release: 't', sha: 't' } });
+    try {
+      expect((await open.inject({ url: '/ui/api/session' })).json()).toEqual({ authEnabled: false, principal: null, csrf: null });
+      expect((await open.inject({ method: 'POST', url: '/ui/api/login', headers: { authorization: basic('admin', PASSWORD) } })).json()).toMatchObject({ code: 'AUTH_OFF' });
+      expect((await open.inject({ url: '/system/hosts' })).json()).toMatchObject({ code: 'NOT_CONFIGURED' });
+    } finally {
+      await open.close();
+    }
+  });
+
   it('serves the built assets and nothing else', async () => {
     const js = await app.inject({ url: '/ui/assets/app.js' });
     expect(js.statusCode).toBe(200);
