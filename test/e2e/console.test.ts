@@ -73,6 +73,7 @@ describe('web console in a browser', () => {
     expect(res?.status()).toBe(200);
     expect(res?.headers()['content-security-policy']).toContain("script-src 'self'");
     await page.getByRole('form', { name: 'Log in' }).waitFor();
+    expect(await page.locator('#nav').isVisible()).toBe(false); // no pages before the login
     await shot('login');
 
     // wrong password: refused, nothing stored
@@ -86,6 +87,7 @@ describe('web console in a browser', () => {
     await page.keyboard.type(PASSWORD);
     await page.keyboard.press('Enter');
     await page.getByRole('heading', { name: 'Functions', level: 1 }).waitFor();
+    expect(await page.locator('#nav').isVisible()).toBe(true);
     const [cookie] = await context.cookies();
     expect(cookie).toMatchObject({ name: 'mayfly_session', httpOnly: true, sameSite: 'Strict', secure: false, path: '/' });
     expect(await page.evaluate(() => document.cookie)).toBe('');
