@@ -11,7 +11,9 @@ import { loadConfig, PROJECT_ROOT, type MayflyConfig } from '../contracts/config
 import { buildGateway } from '../gateway/app.js';
 import { Authenticator } from '../gateway/auth.js';
 import { createNatsBackend } from '../gateway/nats-backend.js';
-import { adminPassword } from '../lib/credentials.js';
+import { ConsoleSessions, sessionKeyFrom } from '../gateway/console/session.js';
+import { adminPassword, secretsKey } from '../lib/credentials.js';
+import { HostDirectory } from '../lib/host-directory.js';
 import { TokenStore } from '../lib/tokens.js';
 import { createLogger } from '../lib/logger.js';
 import { announceMetrics, processId } from '../lib/metrics-announcer.js';
@@ -62,10 +64,17 @@ export async function gatewayCommand(config: MayflyConfig = loadConfig()): Promi
       adminPassword: password.value,
       tokens,
       metricsAuth: config.MAYFLY_METRICS_AUTH,
+      sessions: new ConsoleSessions({
+        key: sessionKeyFrom(secretsKey(config).key),
+        ttlMs: config.MAYFLY_CONSOLE_SESSION_TTL_MS,
+        tokenAlive: async (id) => (await tokens.list()).some((t) => t.id === id),
+      }),
     });
   } else {
     process.stderr.write('mayfly gateway: WARNING: authentication is off (MAYFLY_AUTH=off): anyone who reaches the gateway can deploy code\n');
   }
+  const hosts = new HostDirectory(config.MAYFLY_HOST_TTL_MS);
+  const stopHosts = hosts.subscribe(nc);
   const app = await buildGateway({
     backend,
     maxBodyBytes: config.MAYFLY_MAX_BODY_BYTES,
@@ -74,6 +83,7 @@ export async function gatewayCommand(config: MayflyConfig = loadConfig()): Promi
     logger: { level: process.env.MAYFLY_LOG_LEVEL ?? 'info', name: 'mayfly-gateway' },
     ...(auth ? { auth } : {}),
     tokens,
+    hosts,
   });
   await app.listen({ host: config.MAYFLY_HOST, port: config.MAYFLY_PORT });
   // For the scheduler's Prometheus targets file (see README, Observability).
@@ -85,6 +95,7 @@ export async function gatewayCommand(config: MayflyConfig = loadConfig()): Promi
   );
   return untilSignal(async () => {
     announcer.stop();
+    stopHosts();
     await app.close();
     await close();
   });

@@ -172,6 +172,10 @@ export const configSchema = z.object({
   MAYFLY_PROMETHEUS: bool.default(false),
   /** Where that prometheus listens (127.0.0.1). */
   MAYFLY_PROMETHEUS_PORT: int(1, 65535).default(9090),
+
+  // ---- web console (/ui/) ----
+  /** How long a console login lasts (the session cookie's lifetime); log in again afterwards. */
+  MAYFLY_CONSOLE_SESSION_TTL_MS: int(60_000, 7 * 86_400_000).default(8 * 3_600_000),
 });
 
 export type MayflyConfig = z.infer<typeof configSchema>;

@@ -27,6 +27,8 @@ export interface GatewayOptions {
   auth?: Authenticator;
   /** API token administration (/system/tokens); absent = those routes answer 501. */
   tokens?: TokenAdmin;
+  /** Worker hosts from their heartbeats (GET /system/hosts, the console's Hosts page). */
+  hosts?: GatewayDeps['hosts'];
 }
 
 function isLoggerInstance(v: unknown): boolean {
@@ -63,6 +65,7 @@ export async function buildGateway(opts: GatewayOptions): Promise<FastifyInstanc
     version: opts.version,
     ...(opts.auth ? { auth: opts.auth } : {}),
     ...(opts.tokens ? { tokens: opts.tokens } : {}),
+    ...(opts.hosts ? { hosts: opts.hosts } : {}),
   };
 
   const logger = opts.logger ?? false;

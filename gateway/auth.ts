@@ -12,6 +12,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { FunctionRecord } from '../contracts/functions.js';
 import { safeEqual, type TokenInfo } from '../lib/tokens.js';
+import type { ConsoleSessions } from './console/session.js';
 import { GatewayError } from './errors.js';
 
 export interface ApiTokens {
@@ -26,6 +27,8 @@ export interface AuthOptions {
   metricsAuth: boolean;
   /** Failed attempts per client address and minute before 429. */
   maxFailuresPerMinute?: number;
+  /** The web console's session cookies (gateway/console): used when a request sends no Authorization header. */
+  sessions?: ConsoleSessions;
 }
 
 export const FUNCTION_AUTH_ANNOTATION = 'com.mayfly.auth';
@@ -69,10 +72,15 @@ export class Authenticator {
     return this.opts.enabled;
   }
 
+  /** The console's sessions, when the console may log in (gateway/console). */
+  get sessions(): ConsoleSessions | undefined {
+    return this.opts.sessions;
+  }
+
   /** The caller's identity from its Authorization header; null when it sent none. Throws 401/429 on bad ones. */
   async authenticate(request: FastifyRequest): Promise<Principal | null> {
     const header = request.headers.authorization;
-    if (!header || /^Bearer\s*$/i.test(header)) return null;
+    if (!header || /^Bearer\s*$/i.test(header)) return (await this.opts.sessions?.principal(request)) ?? null;
     const addr = request.ip;
     const wait = this.limiter.blocked(addr);
     if (wait > 0) {
@@ -128,7 +136,7 @@ export class Authenticator {
       try {
         await this.require(request);
       } catch (err) {
-        if (err instanceof GatewayError && err.statusCode === 401) reply.header('www-authenticate', 'Basic realm="mayfly"');
+        if (err instanceof GatewayError && err.statusCode === 401 && !this.opts.sessions?.quiet(request)) reply.header('www-authenticate', 'Basic realm="mayfly"');
         if (err instanceof GatewayError && err.statusCode === 429) reply.header('retry-after', String(err.details.retryAfterSeconds));
         throw err;
       }

@@ -1,4 +1,5 @@
 /** What the route handlers share: the backend, the metrics and the limits. */
+import type { HostView } from '../lib/host-directory.js';
 import type { TokenInfo } from '../lib/tokens.js';
 import type { Authenticator } from './auth.js';
 import type { GatewayBackend } from './backend.js';
@@ -12,6 +13,8 @@ export interface GatewayDeps {
   version: { release: string; sha: string };
   auth?: Authenticator;
   tokens?: TokenAdmin;
+  /** Worker hosts from their heartbeats (GET /system/hosts); absent = that route answers 501. */
+  hosts?: { list(): HostView[] };
 }
 
 export interface TokenAdmin {

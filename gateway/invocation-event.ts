@@ -11,6 +11,7 @@
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import { invocationEventSchema, type InvocationEvent } from '../contracts/guest-protocol.js';
+import { withoutConsoleCredentials } from './console/session.js';
 
 export const INVOKE_PREFIX = '/function/';
 const ASYNC_INVOKE_PREFIX = '/async-function/';
@@ -95,7 +96,7 @@ export function encodeBody(body: Buffer | undefined, contentType: string | undef
 }
 
 export function buildInvocationEvent(req: RawInvocationRequest): InvocationEvent {
-  const headers = flattenHeaders(req.headers);
+  const headers = withoutConsoleCredentials(flattenHeaders(req.headers));
   headers['x-call-id'] = req.callId;
   const ct = req.headers['content-type'];
   return {

@@ -12,7 +12,9 @@ import type { FastifyInstance, HTTPMethods, onRequestAsyncHookHandler, RouteHand
 import type { GatewayDeps } from './deps.js';
 import { GatewayError, type BodyLimitRouteConfig } from './errors.js';
 import * as asyncCalls from './handlers/async.js';
+import { consolePlugin } from './console/plugin.js';
 import * as functions from './handlers/functions.js';
+import * as hosts from './handlers/hosts.js';
 import * as invoke from './handlers/invoke.js';
 import * as secrets from './handlers/secrets.js';
 import * as system from './handlers/system.js';
@@ -79,6 +81,9 @@ export function routeTable(deps: GatewayDeps): RouteSpec[] {
     { method: 'DELETE', url: '/async-function/:callId', body: 'none', handler: asyncCalls.cancelCall(deps) },
     { method: 'GET', url: '/system/invocations', body: 'none', handler: asyncCalls.listCalls(deps) },
     { method: 'GET', url: '/system/invocations/:callId', body: 'none', handler: asyncCalls.getCall(deps) },
+
+    // ---- worker hosts (from their heartbeats; read-only, for the console)
+    { method: 'GET', url: '/system/hosts', body: 'none', handler: hosts.listHosts(deps) },
   ];
 }
 
@@ -136,4 +141,6 @@ export async function registerRoutes(app: FastifyInstance, deps: GatewayDeps): P
     scope.addHook('onSend', invoke.addPlatformHeaders);
     for (const r of table) if (r.body === 'raw') register(scope, r);
   });
+  // The web console (gateway/console): its page, assets and login under /ui/; its data come from the routes above.
+  await app.register(consolePlugin(deps), { prefix: '/ui' });
 }

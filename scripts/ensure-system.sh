@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Mayfly needs when any is missing, then the npm
 # dependencies when node_modules is missing. Idempotent and quiet when all is there.
-# Used by `npm start`, `npm test` and `npm run bench` (see package.json).
+# Used by `npm start`, `npm test` (with --test) and `npm run bench` (see package.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +35,11 @@ declare -A need_file=(
   # the python3 runtime recipe (MAYFLY_IMAGE_RUNTIMES=python3) ships Debian's interpreter
   [/usr/bin/python3]=python3-minimal
 )
+# The web console's browser tests (test/e2e/console.test.ts) drive Debian's chromium:
+# installed only for the tests (`npm test` passes --test).
+if [ "${1:-}" = "--test" ]; then
+  need_file[/usr/bin/chromium]=chromium
+fi
 missing=()
 for cmd in "${!need[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
