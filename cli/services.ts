@@ -11,6 +11,7 @@ import { loadConfig, PROJECT_ROOT, type MayflyConfig } from '../contracts/config
 import { buildGateway } from '../gateway/app.js';
 import { Authenticator } from '../gateway/auth.js';
 import { createNatsBackend } from '../gateway/nats-backend.js';
+import { PackageBuilder, packageBuilderOptions } from '../functions/package/builder.js';
 import { adminPassword } from '../lib/credentials.js';
 import { TokenStore } from '../lib/tokens.js';
 import { createLogger } from '../lib/logger.js';
@@ -74,6 +75,8 @@ export async function gatewayCommand(config: MayflyConfig = loadConfig()): Promi
     logger: { level: process.env.MAYFLY_LOG_LEVEL ?? 'info', name: 'mayfly-gateway' },
     ...(auth ? { auth } : {}),
     tokens,
+    packages: new PackageBuilder(packageBuilderOptions(config)),
+    maxPackageBytes: config.MAYFLY_PACKAGE_MAX_BYTES,
   });
   await app.listen({ host: config.MAYFLY_HOST, port: config.MAYFLY_PORT });
   // For the scheduler's Prometheus targets file (see README, Observability).

@@ -12,6 +12,15 @@ export interface GatewayDeps {
   version: { release: string; sha: string };
   auth?: Authenticator;
   tokens?: TokenAdmin;
+  /** Builds `package` deploys (functions/package/, wired by cli/services.ts); absent: such deploys answer 501. */
+  packages?: PackageBuilderPort;
+  /** Largest package archive (decoded bytes); sets the deploy body limit. */
+  maxPackageBytes?: number;
+}
+
+/** What the gateway needs from the package builder; errors carry `status`, `code` and `file`. */
+export interface PackageBuilderPort {
+  build(archive: Buffer, handler: string): Promise<{ code: string; handler: string; report: Record<string, unknown> }>;
 }
 
 export interface TokenAdmin {
