@@ -70,10 +70,60 @@ export interface BundleResult {
   entry: string;
 }
 
+/**
+ * The bundle's entry: imports the user's module, picks the handler the way the
+ * agent does (named export, a property of the default export, or the default
+ * function), and re-exports it wrapped so that a thrown error's stack (source
+ * mapped: the user's file and line) is also written to the call's logs.
+ */
+function wrapperSource(entryRel: string, exportName: string): string {
+  const spec = JSON.stringify(`./${entryRel.split(path.sep).join('/')}`);
+  const name = JSON.stringify(exportName);
+  return `import * as __mayflyModule from ${spec};
+const __mayflyPick = (m, n) => {
+  const d = m.default;
+  for (const c of [m[n], d && typeof d === 'object' ? d[n] : undefined, d]) if (typeof c === 'function') return c;
+  return null;
+};
+const __mayflyHandler = __mayflyPick(__mayflyModule, ${name});
+if (!__mayflyHandler) throw new TypeError(${JSON.stringify(`${entryRel} exports no function named "${exportName}" and no default function`)});
+const __mayflyWrapped = async function (event, context) {
+  try {
+    return await __mayflyHandler(event, context);
+  } catch (err) {
+    console.error(err instanceof Error && err.stack ? err.stack : String(err));
+    throw err;
+  }
+};
+export { __mayflyWrapped as ${exportName === 'default' ? 'default' : exportName} };
+`;
+}
+
+/** Syntax errors and the ES module exports of the entry file alone (no bundling: fast). */
+async function entryExports(entry: string, root: string): Promise<{ esm: boolean; exports: string[] }> {
+  try {
+    const r = await esbuild.build({ entryPoints: [entry], absWorkingDir: root, bundle: false, write: false, metafile: true, format: 'esm', platform: 'node', target: 'node20', logLevel: 'silent', outdir: path.join(root, '.mayfly-check') });
+    const out = Object.values(r.metafile.outputs)[0];
+    const input = Object.values(r.metafile.inputs)[0];
+    return { esm: input?.format === 'esm', exports: out?.exports ?? [] };
+  } catch (err) {
+    throw buildError(err, root);
+  }
+}
+
 export async function bundle(root: string, workDir: string, handler: string, main: string | undefined, maxBytes: number): Promise<BundleResult> {
   const realRoot = fs.realpathSync(root);
   const { module, exportName } = splitHandler(handler, main);
   const entry = findEntry(realRoot, module, handler);
+  const rel = path.relative(realRoot, entry);
+  const shape = await entryExports(entry, realRoot);
+  if (shape.esm && !shape.exports.includes(exportName) && !shape.exports.includes('default')) {
+    throw new PackageError(
+      'HANDLER_NOT_FOUND',
+      `handler "${handler}": ${rel} exports no "${exportName}" (its exports: ${shape.exports.join(', ') || 'none'}); export the handler, e.g. \`export async function ${exportName}(event, context) {}\``,
+      rel,
+    );
+  }
   // __dirname/__filename for CommonJS dependencies in an ES module bundle (esbuild renames clashes).
   const inject = path.join(workDir, 'mayfly-cjs-globals.mjs');
   fs.writeFileSync(
@@ -83,7 +133,7 @@ export async function bundle(root: string, workDir: string, handler: string, mai
   let result: esbuild.BuildResult<{ write: false; metafile: true }>;
   try {
     result = await esbuild.build({
-      entryPoints: [entry],
+      stdin: { contents: wrapperSource(rel, exportName), resolveDir: realRoot, sourcefile: 'mayfly-entry.mjs', loader: 'js' },
       absWorkingDir: realRoot,
       bundle: true,
       platform: 'node',
@@ -105,16 +155,6 @@ export async function bundle(root: string, workDir: string, handler: string, mai
     throw buildError(err, realRoot);
   }
   const out = result.outputFiles[0]!;
-  const meta = Object.values(result.metafile.outputs)[0];
-  const exports = meta?.exports ?? [];
-  const rel = path.relative(realRoot, entry);
-  if (!exports.includes(exportName) && !exports.includes('default')) {
-    throw new PackageError(
-      'HANDLER_NOT_FOUND',
-      `handler "${handler}": ${rel} exports no "${exportName}" (its exports: ${exports.join(', ') || 'none'}); export the handler, e.g. \`export async function ${exportName}(event, context) {}\``,
-      rel,
-    );
-  }
   if (out.contents.byteLength > maxBytes) {
     throw new PackageError('BUNDLE_TOO_LARGE', `the bundled function is ${out.contents.byteLength} bytes, above the limit of ${maxBytes} bytes (MAYFLY_MAX_BUNDLE_BYTES); drop large dependencies`);
   }

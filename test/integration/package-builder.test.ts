@@ -10,7 +10,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { AddressInfo } from 'node:net';
 import * as tar from 'tar';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { PROJECT_ROOT } from '../../contracts/config.js';
 import { PackageBuilder, type PackageBuilderOptions } from '../../functions/package/builder.js';
 import { PackageError } from '../../functions/package/errors.js';
@@ -82,9 +82,14 @@ describe('package builder', () => {
     const built = await new PackageBuilder(opts).build(await tarDir(path.join(FIXTURES, 'typescript')), 'src/index.handler');
     expect(built.report.installed).toBe(false);
     expect(await runBundle(built.code, 'handler', 'ts')).toEqual({ hello: 'ts', length: 2 });
+    const logged: string[] = [];
+    const spy = vi.spyOn(console, 'error').mockImplementation((m: unknown) => void logged.push(String(m)));
     const err = (await runBundle(built.code, 'handler', 'fail').catch((e: unknown) => e)) as Error;
+    spy.mockRestore();
     expect(err.message).toBe('typed failure');
     expect(err.stack).toMatch(/src\/index\.ts:12:11/);
+    // ... and the wrapper wrote that stack to the call's logs (stderr) too.
+    expect(logged.join('\n')).toMatch(/Error: typed failure\n\s+at .*src\/index\.ts:12:11/);
   }, 60_000);
 
   it('accepts .zip, .mts/.cts handlers, CommonJS handlers, and a single top-level folder', async () => {
@@ -94,12 +99,9 @@ describe('package builder', () => {
     expect(await runBundle(built.code, 'main', 'zip')).toBe('ZIP');
     const cjs = makeTarGz([{ path: 'lib/h.cts', content: 'const os = require("node:os");\nexports.handler = async (e: {body: string}) => e.body + typeof os.cpus;\n' }]);
     const c = await b.build(cjs, 'lib/h.handler');
-    const mod = await runBundle(c.code, 'default', 'x').catch(() => null);
-    expect(mod).toBeNull(); // the CommonJS exports are the default export's properties (the agent's pickHandler looks there)
-    const file = path.join(fs.mkdtempSync(path.join(tmp, 'cjs-')), 'index.mjs');
-    fs.writeFileSync(file, c.code);
-    const m = (await import(pathToFileURL(file).href)) as { default: { handler: (e: unknown) => Promise<string> } };
-    expect(await m.default.handler({ body: 'x' })).toBe('xfunction');
+    expect(await runBundle(c.code, 'handler', 'x')).toBe('xfunction');
+    const dflt = makeTarGz([{ path: 'index.js', content: 'module.exports = async (e) => "default " + e.body;\n' }]);
+    expect(await runBundle((await b.build(dflt, 'index.handler')).code, 'handler', 'cjs')).toBe('default cjs');
   }, 60_000);
 
   const bad: Array<[string, () => Buffer, string, string, RegExp]> = [
