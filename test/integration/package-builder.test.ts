@@ -73,8 +73,9 @@ describe('package builder', () => {
     expect(built.report.entry).toBe('src/index.js');
     expect(built.code).not.toMatch(/from ["']ms["']/); // bundled, not imported
     expect(await runBundle(built.code, 'handler', '1h')).toEqual({ input: '1h', ms: 3_600_000 });
-    // The npm cache is warm now (offline-capable): the same package again.
-    const again = await b.build(await tarDir(path.join(FIXTURES, 'with-dep')), 'src/index.handler');
+    // The npm cache is warm now: the same package installs with the registry unreachable (port 9 on loopback is closed).
+    const offline = new PackageBuilder({ ...opts, npmRegistry: 'http://127.0.0.1:9/' });
+    const again = await offline.build(await tarDir(path.join(FIXTURES, 'with-dep')), 'src/index.handler');
     expect(again.code).toBe(built.code);
   }, 120_000);
 
