@@ -67,6 +67,7 @@ function describe(issue: z.core.$ZodIssue): string {
       .map((k) => `${at ? `${at}.` : ''}${k}: unknown key${HINTS[k] ? ` (${HINTS[k]})` : ''}`)
       .join('; ');
   }
+  if (issue.code === 'invalid_key') return `${at}: ${issue.issues[0]?.message ?? issue.message}`;
   return `${at || '(top level)'}: ${issue.message}`;
 }
 
