@@ -135,8 +135,10 @@ function extractTar(buf: Buffer, writer: Writer): Promise<void> {
       if (failed) return;
       failed = err;
       reject(err);
+      // Stop reading: the rest of a refused archive (a gzip bomb, say) is never decompressed.
+      setImmediate(() => parser.abort(err as Error));
     };
-    const parser = new Parser({
+    const parser: Parser = new Parser({
       strict: true,
       onReadEntry: (entry: ReadEntry) => {
         if (failed) return entry.resume();

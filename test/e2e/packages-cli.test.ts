@@ -99,7 +99,10 @@ describe('packages and the mayfly CLI on a real platform', () => {
   it('deploys a stack file with three functions (file, TypeScript file, folder) and says what changed', async () => {
     const dir = path.join(tmp, 'stack');
     fs.mkdirSync(dir, { recursive: true });
-    fs.writeFileSync(path.join(dir, 'plain.mjs'), 'export async function handler(event) { return { plain: event.body, env: process.env.GREETING }; }\n');
+    fs.writeFileSync(
+      path.join(dir, 'plain.mjs'),
+      'export async function handler(event) { return { plain: event.body, env: process.env.GREETING, q: event.query.k, h: event.headers["x-k"], m: event.method, p: event.path }; }\n',
+    );
     fs.writeFileSync(path.join(dir, 'typed.ts'), 'export const handler = async (e: { body: string }): Promise<number> => e.body.length;\n');
     const stack = `version: 1.0
 provider:
@@ -133,7 +136,19 @@ functions:
     expect(d.stdout.split('\n').filter(Boolean).map((l) => l.split(' ').slice(0, 2).join(' '))).toEqual(['created s-plain', 'created s-typed', 'created s-folder']);
     const again = await runCli(['deploy', '-f', path.join(dir, 'mayfly.yml'), '--filter', 's-plain'], noGatewayEnv);
     expect(again.stdout).toMatch(/^updated s-plain \(version 2\)/);
-    expect(JSON.parse((await runCli(['invoke', 's-plain', '--data', 'x'], env)).stdout)).toEqual({ plain: 'x', env: 'hi' });
+    expect(JSON.parse((await runCli(['invoke', 's-plain', '--data', 'x', '--query', 'k=v1', '--header', 'X-K: v2', '--path', 'sub/p'], env)).stdout)).toEqual({
+      plain: 'x', env: 'hi', q: 'v1', h: 'v2', m: 'POST', p: '/sub/p',
+    });
+    // stdin body, and --async: a call id, then its record
+    expect(JSON.parse((await runCli(['invoke', 's-plain'], env, { input: 'from stdin' })).stdout)).toMatchObject({ plain: 'from stdin' });
+    const queued = await runCli(['invoke', 's-plain', '--async', '--data', 'later'], env);
+    expect(queued.code).toBe(0);
+    const callId = queued.stdout.trim();
+    expect(callId).toMatch(/^[\w-]{8,}$/);
+    await p.waitFor(async () => {
+      const recs = JSON.parse((await runCli(['calls', 's-plain', '--status', 'succeeded', '--json'], env)).stdout) as Array<{ callId: string; result?: unknown }>;
+      return recs.some((r) => r.callId === callId);
+    }, 90_000, 'the async call to succeed');
     expect((await runCli(['invoke', 's-typed', '--data', 'four'], env)).stdout.trim()).toBe('4');
     expect(JSON.parse((await runCli(['invoke', 's-folder', '--data', '2s'], env)).stdout)).toEqual({ input: '2s', ms: 2000 });
     const list = JSON.parse((await runCli(['list', '--json'], env)).stdout) as Array<{ name: string; memory: string; timeout: number; isolation: string; labels: Record<string, string> }>;
@@ -228,6 +243,12 @@ functions:
     expect(withToken.code).toBe(0);
     expect(withToken.stdout).toMatch(/^name:\s+dep$/m);
     expect((await runCli(['token', 'revoke', id], noLocal)).code).toBe(0);
+    // Secrets through the CLI (value from stdin; names only come back).
+    expect((await runCli(['secret', 'create', 'db-pass'], noLocal, { input: 's3cret' })).stdout).toBe('secret db-pass created\n');
+    const secrets = await runCli(['secret', 'list'], noLocal);
+    expect(secrets.stdout).toMatch(/^db-pass\s/m);
+    expect(secrets.stdout).not.toContain('s3cret');
+    expect((await runCli(['secret', 'remove', 'db-pass'], noLocal)).code).toBe(0);
     // Call records and removal.
     const calls = JSON.parse((await runCli(['calls', 'dep', '--json'], noLocal)).stdout) as Array<{ function: string; status: string }>;
     expect(calls.length).toBeGreaterThan(0);
