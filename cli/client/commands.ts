@@ -14,6 +14,10 @@ import { printJson, seconds, table } from './output.js';
 import { loadStack, type StackFunction } from './stack.js';
 import { readSource } from './source.js';
 import { createStarter } from './starter.js';
+import { PLATFORM_STATUS } from '../../lib/response-mapping.js';
+
+/** Platform failures (exit 4); FUNCTION_TIMEOUT and INIT_FAILED are the function's own (exit 1). */
+const PLATFORM_CODES = new Set(Object.keys(PLATFORM_STATUS).filter((c) => c !== 'FUNCTION_TIMEOUT' && c !== 'INIT_FAILED'));
 
 const COMMON = {
   gateway: { type: 'string', short: 'g' },
@@ -66,7 +70,7 @@ function requireName(positionals: string[], usage: string): string {
 export async function login(argv: string[]): Promise<number> {
   const { values } = parse(argv, { username: { type: 'string', short: 'u' }, password: { type: 'string', short: 'p' }, 'password-stdin': { type: 'boolean' } }, 0);
   const gateway = resolveGateway(values.gateway, undefined);
-  let user = values.username ?? 'admin';
+  const user = values.username ?? 'admin';
   let password = values.password;
   let source = '--password';
   let creds: { user: string; password: string } | { token: string };
@@ -93,7 +97,6 @@ export async function login(argv: string[]): Promise<number> {
   const file = saveCredentials(gateway, creds);
   if (values.json) printJson({ gateway, file, from: source });
   else process.stdout.write(`logged in to ${gateway} (credentials from ${source}, saved in ${file}, mode 0600)\n`);
-  user = '';
   return EXIT.ok;
 }
 
@@ -253,9 +256,26 @@ export async function invoke(argv: string[]): Promise<number> {
       process.stderr.write(`HTTP ${r.status}, call ${callId ?? '-'}, start ${r.headers.get('x-mayfly-start') ?? '-'}, ${r.headers.get('x-duration-seconds') ?? '?'} s\n`);
     }
   }
-  if (r.status === 401 || r.status === 403 || r.status === 404 || (r.status >= 400 && r.status < 500 && !callId)) return EXIT.refused;
-  if (r.status >= 500 && !/"callId"/.test(r.text) && !callId) return EXIT.unavailable;
-  return r.status >= 400 ? EXIT.functionError : EXIT.ok;
+  return invokeExitCode(r.status, callId, r.text);
+}
+
+/**
+ * 0 below 400; 3 when the gateway refused before any call (no call id: unknown
+ * function, bad request, not authorised); 4 for a platform failure (a 5xx whose
+ * code is the platform's: no capacity, VM fault); 1 when the function answered
+ * with an error (it threw, failed to load, timed out, or returned a 4xx/5xx itself).
+ */
+export function invokeExitCode(status: number, callId: string | undefined, body: string): number {
+  if (status < 400) return EXIT.ok;
+  if (!callId) return status >= 500 ? EXIT.unavailable : EXIT.refused;
+  let code: unknown;
+  try {
+    code = (JSON.parse(body) as { code?: unknown }).code;
+  } catch {
+    // the function's own body
+  }
+  if (status >= 500 && typeof code === 'string' && code !== 'FUNCTION_ERROR' && /^[A-Z_]+$/.test(code) && PLATFORM_CODES.has(code)) return EXIT.unavailable;
+  return EXIT.functionError;
 }
 
 // ---- list / describe / remove --------------------------------------------------------------

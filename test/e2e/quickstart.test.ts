@@ -65,7 +65,7 @@ afterAll(async () => {
 it('runs the README Quick start verbatim from a fresh clone', async () => {
   const clone = path.join(dir, 'mayfly');
   execFileSync('git', ['clone', '--quiet', PROJECT_ROOT, clone]);
-  execFileSync('npm', ['ci', '--no-audit', '--no-fund', '--loglevel=error'], { cwd: clone, stdio: 'ignore', timeout: 300_000 });
+  execFileSync('npm', ['ci', '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error'], { cwd: clone, stdio: 'ignore', timeout: 300_000 });
   // `npm ci` ran `prepare` (the build): the bin is executable and npx finds it.
   expect(fs.statSync(path.join(clone, 'dist', 'cli', 'mayfly.js')).mode & 0o111).not.toBe(0);
   expect(execFileSync('npx', ['mayfly', '--help'], { cwd: clone }).toString()).toMatch(/^usage: mayfly/);

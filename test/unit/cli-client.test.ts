@@ -90,3 +90,18 @@ describe('gateway and credentials', () => {
     expect(table([{ name: 'a', version: 1 }, { name: 'long-name', version: 12 }], ['name', 'version'])).toBe('NAME       VERSION\na          1\nlong-name  12\n');
   });
 });
+
+describe('invoke exit codes', () => {
+  it('tells the function\'s errors (1) from refusals (3) and platform failures (4)', async () => {
+    const { invokeExitCode } = await import('../../cli/client/commands.js');
+    expect(invokeExitCode(200, 'c1', '{}')).toBe(0);
+    expect(invokeExitCode(404, undefined, '{"code":"FUNCTION_NOT_FOUND"}')).toBe(3);
+    expect(invokeExitCode(401, undefined, '{"code":"UNAUTHORIZED"}')).toBe(3);
+    expect(invokeExitCode(500, 'c1', '{"error":"boom","code":"FUNCTION_ERROR"}')).toBe(1);
+    expect(invokeExitCode(404, 'c1', 'not here')).toBe(1); // the function's own 404
+    expect(invokeExitCode(504, 'c1', '{"code":"FUNCTION_TIMEOUT"}')).toBe(1);
+    expect(invokeExitCode(503, 'c1', '{"code":"NO_CAPACITY"}')).toBe(4);
+    expect(invokeExitCode(502, 'c1', '{"code":"VM_FAILED"}')).toBe(4);
+    expect(invokeExitCode(502, undefined, 'bad gateway')).toBe(4);
+  });
+});
