@@ -468,9 +468,11 @@ export async function newFunction(argv: string[]): Promise<number> {
   if (!/^[a-z0-9-]{1,63}$/.test(name)) throw usageError(`"${name}" is not a function name: 1 to 63 characters of a-z, 0-9 and "-"`);
   const lang = values.lang ?? 'js';
   if (lang !== 'js' && lang !== 'ts') throw usageError(`--lang must be js or ts, got "${lang}"`);
-  const files = createStarter(name, lang, values.dir ?? process.cwd());
-  if (values.json) printJson({ files });
-  else process.stdout.write(`${files.join('\n')}\nnext: cd ${name} && ${lang === 'ts' ? 'npm install && ' : ''}npm test && npx mayfly deploy -f mayfly.yml\n`);
+  const parent = values.dir ?? process.cwd();
+  const files = createStarter(name, lang, parent);
+  const rel = path.relative(process.cwd(), path.join(parent, name)) || '.';
+  if (values.json) printJson({ files: files.map((f) => path.join(parent, f)) });
+  else process.stdout.write(`${files.join('\n')}\nnext: (cd ${rel} && ${lang === 'ts' ? 'npm install && ' : ''}npm test) && npx mayfly deploy -f ${rel}/mayfly.yml\n`);
   return EXIT.ok;
 }
 

@@ -6,6 +6,7 @@
  * keeps serving. The CLI finds the admin password in the platform's data dir,
  * like on the machine that runs `npm start`.
  */
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
@@ -216,6 +217,28 @@ functions:
     const i = await runCli(['invoke', 'dep', '--data', '3s'], env);
     expect(JSON.parse(i.stdout)).toEqual({ input: '3s', ms: 3000 });
   }, 300_000);
+
+  it('new --lang js|ts makes a starter whose test passes and that deploys and answers', async () => {
+    const parent = path.join(tmp, 'starters');
+    fs.mkdirSync(parent, { recursive: true });
+    const js = await runCli(['new', 'starter-js', '--lang', 'js'], env, { cwd: parent });
+    expect(js.code).toBe(0);
+    expect(js.stdout).toMatch(/next: \(cd starter-js && npm test\) && npx mayfly deploy -f starter-js\/mayfly\.yml/);
+    const test = await new Promise<number | null>((resolve) => {
+      const c = spawn('npm', ['test', '--silent'], { cwd: path.join(parent, 'starter-js'), stdio: 'ignore' });
+      c.on('close', resolve);
+    });
+    expect(test).toBe(0);
+    const ts = await runCli(['new', 'starter-ts', '--lang', 'ts'], env, { cwd: parent });
+    expect(ts.code).toBe(0);
+    expect(fs.existsSync(path.join(parent, 'starter-ts', 'src', 'index.ts'))).toBe(true);
+    for (const name of ['starter-js', 'starter-ts']) {
+      const d = await runCli(['deploy', '-f', path.join(parent, name, 'mayfly.yml')], env); // MAYFLY_GATEWAY wins over the file's gateway
+      expect(d.stdout).toMatch(new RegExp(`^created ${name} \\(version 1`));
+      expect(JSON.parse((await runCli(['invoke', name, '--data', 'new'], env)).stdout)).toEqual({ hello: 'new', from: name });
+    }
+    expect((await runCli(['new', 'starter-js'], env, { cwd: parent })).code).toBe(2); // exists already
+  }, 180_000);
 
   it('login saves credentials 0600 and the CLI uses them; a wrong password is refused with what to do', async () => {
     const cfg = path.join(tmp, 'login-config');
