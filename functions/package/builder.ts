@@ -111,7 +111,7 @@ export class PackageBuilder {
       const extractMs = Date.now() - started;
       scanTree(root, o.maxUnpackedBytes); // native addons shipped in the archive
       const pkg = readPackageJson(root);
-      const lock = checkDependencies(root, pkg);
+      const lock = checkDependencies(root, pkg, o.npmRegistry);
       let installMs = 0;
       if (lock) {
         installMs = await npmCi(root, { cacheDir: path.join(o.cacheDir, 'npm'), timeoutMs: o.npmTimeoutMs, ...(o.npmRegistry ? { registry: o.npmRegistry } : {}) });

@@ -38,7 +38,7 @@ export function readPackageJson(root: string): PackageJson | null {
 const NON_REGISTRY_SPEC = /^(file:|link:|portal:|workspace:|git(\+[a-z]+)?:|github:|gitlab:|bitbucket:|gist:|https?:)|^[\w.-]+\/[\w.-]+(#.*)?$/i;
 
 /** The lockfile to use, or an error when dependencies are declared without one; null = nothing to install. */
-export function checkDependencies(root: string, pkg: PackageJson | null): string | null {
+export function checkDependencies(root: string, pkg: PackageJson | null, registry?: string): string | null {
   const deps = pkg?.dependencies && typeof pkg.dependencies === 'object' ? Object.entries(pkg.dependencies) : [];
   if (deps.length === 0) return null;
   for (const [name, spec] of deps) {
@@ -67,15 +67,32 @@ export function checkDependencies(root: string, pkg: PackageJson | null): string
   for (const [where, entry] of Object.entries(parsed.packages ?? {})) {
     if (where === '') continue;
     const resolved = typeof entry?.resolved === 'string' ? entry.resolved : '';
-    if (entry?.link === true || (resolved !== '' && !/^https?:\/\//.test(resolved))) {
+    if (entry?.link === true || (resolved !== '' && !fromRegistry(resolved, registry))) {
       throw new PackageError(
         'DEPENDENCY_NOT_ALLOWED',
-        `${lock}: "${where}" is ${entry?.link === true ? 'a link to a local folder' : `resolved from ${JSON.stringify(resolved)}`}; Mayfly installs dependencies from the npm registry only`,
+        `${lock}: "${where}" is ${entry?.link === true ? 'a link to a local folder' : `resolved from ${JSON.stringify(resolved)}`}; Mayfly installs dependencies from the npm registry only (${[...registryHosts(registry)].join(', ')})`,
         lock,
       );
     }
   }
   return lock;
+}
+
+/** registry.npmjs.org (npm rewrites it to the configured registry) and the configured registry's host. */
+function registryHosts(registry?: string): Set<string> {
+  const hosts = new Set(['registry.npmjs.org']);
+  if (registry) hosts.add(new URL(registry).host);
+  return hosts;
+}
+
+/** A lockfile's `resolved` URL must be a tarball of the registry: no other host is ever fetched. */
+function fromRegistry(resolved: string, registry?: string): boolean {
+  try {
+    const u = new URL(resolved);
+    return (u.protocol === 'https:' || u.protocol === 'http:') && registryHosts(registry).has(u.host);
+  } catch {
+    return false;
+  }
 }
 
 /** The last lines of npm's output that say what went wrong. */
