@@ -140,18 +140,32 @@ interface Deployed {
   name: string;
   action: 'created' | 'updated';
   version: number;
+  /** For an update: what differs from the previous version (environment and secrets are not shown by the API). */
+  changed?: string[];
   build?: Record<string, unknown>;
   seconds: number;
 }
 
-/** Create, or update when it exists. */
+const COMPARED: Array<[keyof Status, string]> = [
+  ['codeHash', 'code'],
+  ['handler', 'handler'],
+  ['memory', 'memory'],
+  ['timeout', 'timeout'],
+  ['isolation', 'isolation'],
+  ['labels', 'labels'],
+  ['annotations', 'annotations'],
+];
+
+/** Create, or update when it exists, and say what changed. */
 async function deployOne(c: GatewayClient, spec: DeploySpec): Promise<Deployed> {
   const started = Date.now();
   const body = JSON.stringify(spec);
   const headers = { 'content-type': 'application/json' };
-  let r = await c.raw('POST', '/system/functions', { body, headers });
-  let action: Deployed['action'] = 'created';
-  if (r.status === 409) {
+  const prev = await c.raw('GET', `/system/function/${encodeURIComponent(spec.service)}`);
+  const before = prev.status === 200 ? (JSON.parse(prev.text) as Status) : null;
+  let r = await c.raw(before ? 'PUT' : 'POST', '/system/functions', { body, headers });
+  let action: Deployed['action'] = before ? 'updated' : 'created';
+  if (r.status === 409 && !before) {
     r = await c.raw('PUT', '/system/functions', { body, headers });
     action = 'updated';
   }
@@ -159,15 +173,24 @@ async function deployOne(c: GatewayClient, spec: DeploySpec): Promise<Deployed> 
     const e = c.error(r);
     throw new CliError(`${spec.service}: ${e.message}`, e.exitCode);
   }
-  const status = JSON.parse(r.text) as { version: number; build?: Record<string, unknown> };
-  return { name: spec.service, action, version: status.version, ...(status.build ? { build: status.build } : {}), seconds: (Date.now() - started) / 1000 };
+  const status = JSON.parse(r.text) as Status & { build?: Record<string, unknown> };
+  const changed = before ? COMPARED.filter(([k]) => JSON.stringify(before[k]) !== JSON.stringify(status[k])).map(([, label]) => label) : undefined;
+  return {
+    name: spec.service,
+    action,
+    version: status.version,
+    ...(changed ? { changed } : {}),
+    ...(status.build ? { build: status.build } : {}),
+    seconds: (Date.now() - started) / 1000,
+  };
 }
 
 function describeDeployed(d: Deployed): string {
   const build = d.build
     ? `, built in ${seconds(d.build.totalMs)}${d.build.installed ? ` (npm ci ${seconds(d.build.installMs)})` : ''}, bundle ${d.build.bundleBytes} bytes`
     : '';
-  return `${d.action} ${d.name} (version ${d.version}${build}) in ${d.seconds.toFixed(1)} s\n`;
+  const changed = d.changed ? (d.changed.length ? `; changed: ${d.changed.join(', ')}` : '; same code and settings') : '';
+  return `${d.action} ${d.name} (version ${d.version}${build}${changed}) in ${d.seconds.toFixed(1)} s\n`;
 }
 
 export async function deploy(argv: string[]): Promise<number> {
@@ -292,6 +315,7 @@ interface Status {
   updatedAt: string;
   labels: Record<string, string>;
   annotations: Record<string, string>;
+  codeHash?: string;
 }
 
 export async function list(argv: string[]): Promise<number> {

@@ -39,6 +39,8 @@ export interface FunctionStatus {
   /** Milliseconds. */
   timeout: number;
   version: number;
+  /** sha256 of the stored code (or bundle): tells a client whether a deploy changed it. */
+  codeHash: string;
 }
 
 export function toFunctionStatus(fn: FunctionRecord, invocationCount: number): FunctionStatus {
@@ -61,6 +63,7 @@ export function toFunctionStatus(fn: FunctionRecord, invocationCount: number): F
     memory,
     timeout: fn.timeoutMs,
     version: fn.version,
+    codeHash: fn.codeHash,
   };
 }
 

@@ -136,7 +136,12 @@ functions:
     expect(d.code).toBe(0);
     expect(d.stdout.split('\n').filter(Boolean).map((l) => l.split(' ').slice(0, 2).join(' '))).toEqual(['created s-plain', 'created s-typed', 'created s-folder']);
     const again = await runCli(['deploy', '-f', path.join(dir, 'mayfly.yml'), '--filter', 's-plain'], noGatewayEnv);
-    expect(again.stdout).toMatch(/^updated s-plain \(version 2\)/);
+    expect(again.stdout).toMatch(/^updated s-plain \(version 2; same code and settings\) in [\d.]+ s\n$/);
+    fs.writeFileSync(path.join(dir, 'changed.yml'), stack.replace('memory: 160Mi', 'memory: 192Mi').replace('./typed.ts', './plain.mjs'));
+    const changed = await runCli(['deploy', '-f', path.join(dir, 'changed.yml'), '--filter', 's-plain', '--filter', 's-typed'], noGatewayEnv);
+    expect(changed.stdout).toMatch(/^updated s-plain \(version 3; changed: memory\)/m);
+    expect(changed.stdout).toMatch(/^updated s-typed \(version 2; changed: code, handler\)/m);
+    expect((await runCli(['deploy', '-f', path.join(dir, 'mayfly.yml'), '--filter', 's-typed', '--filter', 's-plain'], noGatewayEnv)).code).toBe(0);
     expect(JSON.parse((await runCli(['invoke', 's-plain', '--data', 'x', '--query', 'k=v1', '--header', 'X-K: v2', '--path', 'sub/p'], env)).stdout)).toEqual({
       plain: 'x', env: 'hi', q: 'v1', h: 'v2', m: 'POST', p: '/sub/p',
     });
