@@ -1,56 +1,26 @@
 /**
- * A function package → one bundled ES module, off the invocation path:
- * archive bytes → safe extraction (extract.ts) → dependency policy and
- * `npm ci --omit=dev --ignore-scripts` (install.ts) → native-addon and size
- * checks (scan.ts) → esbuild bundle with source map (bundle.ts). Each step
- * that fails throws a PackageError naming the cause; the work folder is always
- * removed. The heavy parts run in child processes (npm, esbuild's service) and
- * zlib's thread pool, so the caller's event loop keeps serving. At most
- * `concurrency` builds run at once; a few more wait, beyond that BUILDER_BUSY.
+ * A function package → one bundled ES module, off the invocation path and off
+ * the caller's event loop: each build runs in a piscina worker thread
+ * (build-worker.ts → build-steps.ts: extraction, `npm ci` in a child process,
+ * scans, esbuild). Every failure the user can fix is a PackageError naming the
+ * cause. At most `concurrency` builds run at once; a few more wait, beyond that
+ * BUILDER_BUSY.
+ *
+ * Piscina loads the COMPILED worker (dist/functions/package/build-worker.js):
+ * from dist it is the sibling of this file; imported from the .ts source
+ * (vitest), it is looked up at <project>/dist/functions/package/ (npm test
+ * compiles first, in pretest).
  */
-import fs from 'node:fs';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Piscina } from 'piscina';
 import type { MayflyConfig } from '../../contracts/config.js';
-import { bundle } from './bundle.js';
+import type { BuildOutcome, BuildTask } from './build-worker.js';
+import type { BuiltFunction, PackageBuilderOptions } from './build-steps.js';
 import { PackageError } from './errors.js';
-import { extractPackage, type ArchiveFormat } from './extract.js';
-import { checkDependencies, npmCi, readPackageJson } from './install.js';
-import { scanTree } from './scan.js';
 
-export interface PackageBuilderOptions {
-  /** Work folders (`builds/`) and the npm cache (`npm/`) go here. */
-  cacheDir: string;
-  maxPackageBytes: number;
-  maxFiles: number;
-  maxUnpackedBytes: number;
-  maxBundleBytes: number;
-  npmTimeoutMs: number;
-  npmRegistry?: string;
-  concurrency: number;
-}
-
-export type BuildReport = {
-  format: ArchiveFormat;
-  /** Relative path of the handler's file in the package. */
-  entry: string;
-  installed: boolean;
-  files: number;
-  bytes: number;
-  bundleBytes: number;
-  extractMs: number;
-  installMs: number;
-  bundleMs: number;
-  totalMs: number;
-};
-
-export interface BuiltFunction {
-  /** The bundle: what is stored (content-addressed) and what the guest loads. */
-  code: string;
-  /** Export name for the agent. */
-  handler: string;
-  report: BuildReport;
-}
+export type { BuildReport, BuiltFunction, PackageBuilderOptions } from './build-steps.js';
 
 export function packageBuilderOptions(config: MayflyConfig): PackageBuilderOptions {
   return {
@@ -65,9 +35,20 @@ export function packageBuilderOptions(config: MayflyConfig): PackageBuilderOptio
   };
 }
 
+/** The compiled worker file piscina loads (see the header comment). */
+function workerFile(): URL {
+  const here = fileURLToPath(import.meta.url);
+  const sibling = new URL('./build-worker.js', import.meta.url);
+  if (here.endsWith('.js') && existsSync(sibling)) return sibling;
+  const compiled = path.join(path.resolve(path.dirname(here), '..', '..'), 'dist', 'functions', 'package', 'build-worker.js');
+  if (!existsSync(compiled)) throw new Error(`package builder worker ${compiled} is missing: compile first (npx tsc -p tsconfig.json)`);
+  return pathToFileURL(compiled);
+}
+
 export class PackageBuilder {
   private running = 0;
   private readonly waiting: Array<() => void> = [];
+  private pool: Piscina | null = null;
 
   constructor(readonly opts: PackageBuilderOptions) {}
 
@@ -77,10 +58,20 @@ export class PackageBuilder {
     }
     await this.acquire();
     try {
-      return await this.buildNow(archive, handler);
+      this.pool ??= new Piscina({ filename: workerFile().href, minThreads: 0, maxThreads: this.opts.concurrency, idleTimeout: 10_000 });
+      const task: BuildTask = { archive: new Uint8Array(archive), handler, opts: this.opts };
+      const out = (await this.pool.run(task)) as BuildOutcome;
+      if (!out.ok) throw new PackageError(out.code, out.message, out.file);
+      return out.built;
     } finally {
       this.release();
     }
+  }
+
+  /** Ends the worker threads (a gateway that stops; tests). */
+  async close(): Promise<void> {
+    await this.pool?.close();
+    this.pool = null;
   }
 
   private async acquire(): Promise<void> {
@@ -98,47 +89,5 @@ export class PackageBuilder {
     const next = this.waiting.shift();
     if (next) next();
     else this.running--;
-  }
-
-  private async buildNow(archive: Buffer, handler: string): Promise<BuiltFunction> {
-    const o = this.opts;
-    const started = Date.now();
-    const work = path.join(o.cacheDir, 'package-builds', `${process.pid}-${randomBytes(6).toString('hex')}`);
-    fs.mkdirSync(work, { recursive: true, mode: 0o700 });
-    try {
-      const { root: extracted, format } = await extractPackage(archive, path.join(work, 'pkg'), { maxFiles: o.maxFiles, maxUnpackedBytes: o.maxUnpackedBytes });
-      const root = fs.realpathSync(extracted);
-      const extractMs = Date.now() - started;
-      scanTree(root, o.maxUnpackedBytes); // native addons shipped in the archive
-      const pkg = readPackageJson(root);
-      const lock = checkDependencies(root, pkg, o.npmRegistry);
-      let installMs = 0;
-      if (lock) {
-        installMs = await npmCi(root, { cacheDir: path.join(o.cacheDir, 'npm'), timeoutMs: o.npmTimeoutMs, ...(o.npmRegistry ? { registry: o.npmRegistry } : {}) });
-      }
-      const tree = scanTree(root, o.maxUnpackedBytes);
-      const t0 = Date.now();
-      const main = typeof pkg?.main === 'string' ? pkg.main.replace(/\.(c|m)?(j|t)s$/, '') : undefined;
-      const b = await bundle(root, work, handler, main, o.maxBundleBytes);
-      const bundleMs = Date.now() - t0;
-      return {
-        code: b.code,
-        handler: b.exportName,
-        report: {
-          format,
-          entry: b.entry,
-          installed: lock !== null,
-          files: tree.files,
-          bytes: tree.bytes,
-          bundleBytes: Buffer.byteLength(b.code),
-          extractMs,
-          installMs,
-          bundleMs,
-          totalMs: Date.now() - started,
-        },
-      };
-    } finally {
-      fs.rmSync(work, { recursive: true, force: true });
-    }
   }
 }

@@ -93,6 +93,12 @@ describe('package builder', () => {
     expect(logged.join('\n')).toMatch(/Error: typed failure\n\s+at .*src\/index\.ts:12:11/);
   }, 60_000);
 
+  it('deploys TypeScript with a type error (types are stripped, not checked)', async () => {
+    const pkg = makeTarGz([{ path: 'index.ts', content: 'const n: number = "not a number";\nexport const handler = async (): Promise<string> => n;\n' }]);
+    const built = await new PackageBuilder(opts).build(pkg, 'index.handler');
+    expect(await runBundle(built.code, 'handler', '')).toBe('not a number');
+  }, 60_000);
+
   it('accepts .zip, .mts/.cts handlers, CommonJS handlers, and a single top-level folder', async () => {
     const b = new PackageBuilder(opts);
     const zip = makeZip([{ path: 'fn/', type: 'dir' }, { path: 'fn/package.json', content: '{}' }, { path: 'fn/app.mts', content: 'export async function main(e: {body: string}) { return e.body.toUpperCase(); }\n' }]);
