@@ -8,6 +8,8 @@ import { runCommand } from './run-command.js';
 import { imageCommand } from './image-command.js';
 import { gatewayCommand, schedulerCommand, workerCommand } from './services.js';
 import { upCommand } from './up-command.js';
+import * as client from './client/commands.js';
+import { CliError } from './client/errors.js';
 
 const USAGE = `usage: mayfly <command> [options]
 
@@ -30,6 +32,27 @@ commands:
       gateway, scheduler and one worker. Ctrl-C stops everything, VMs included.
   gateway | scheduler | worker
       One service on its own (to spread Mayfly over hosts), configured by MAYFLY_* variables.
+
+client commands (gateway: --gateway URL, MAYFLY_GATEWAY, the stack file, or http://127.0.0.1:8080;
+credentials: --token / MAYFLY_TOKEN, \`mayfly login\`, or on the machine of \`npm start\` its data dir;
+--json for scripts):
+  login [--username U] [--password-stdin | --token T]
+      Check and save credentials for the gateway (~/.config/mayfly/credentials.json, mode 0600).
+  deploy FILE|FOLDER [--name N] [--handler file.export] [--env K=V]... [--secret S]... [--memory 128Mi]
+         [--timeout 30s] [--isolation per-request|per-function] [--label k=v]... [--annotation k=v]...
+  deploy [-f mayfly.yml] [--filter NAME]...
+      A .js file is sent as code; a .ts file or a folder (package.json + lockfile) as a package that
+      the platform installs (npm ci) and bundles. Creates or updates; says which.
+  invoke NAME [--data BODY | stdin] [--async] [--header k:v]... [--query k=v]... [--method M] [--path P]
+  list | describe NAME | remove NAME
+  logs NAME [--follow] [--since 10m|RFC3339] [--tail N]
+  calls [NAME] [--status queued|running|succeeded|failed|dead|cancelled] [--limit N]
+  secret create|update NAME [--from-literal V | --from-file F | stdin] | secret list | secret remove NAME
+  token create NAME | token list | token revoke ID
+  new NAME [--lang js|ts]     a starter function folder with a test and a mayfly.yml
+
+exit codes of client commands: 0 done, 1 the function answered with an error, 2 usage (bad option or
+stack file), 3 the gateway refused (4xx), 4 the gateway is unreachable or failed (5xx).
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -47,6 +70,30 @@ async function main(argv: string[]): Promise<number> {
       return workerCommand();
     case 'up':
       return upCommand();
+    case 'login':
+      return client.login(rest);
+    case 'deploy':
+      return client.deploy(rest);
+    case 'invoke':
+      return client.invoke(rest);
+    case 'list':
+    case 'ls':
+      return client.list(rest);
+    case 'describe':
+      return client.describeFn(rest);
+    case 'remove':
+    case 'rm':
+      return client.remove(rest);
+    case 'logs':
+      return client.logs(rest);
+    case 'calls':
+      return client.calls(rest);
+    case 'secret':
+      return client.secret(rest);
+    case 'token':
+      return client.token(rest);
+    case 'new':
+      return client.newFunction(rest);
     case undefined:
     case '-h':
     case '--help':
@@ -66,6 +113,6 @@ main(process.argv.slice(2)).then(
   },
   (err: unknown) => {
     process.stderr.write(`mayfly: ${(err as Error).message ?? String(err)}\n`);
-    process.exit(2);
+    process.exit(err instanceof CliError ? err.exitCode : 2);
   },
 );

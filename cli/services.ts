@@ -14,6 +14,7 @@ import { createNatsBackend } from '../gateway/nats-backend.js';
 import { ConsoleSessions, sessionKeyFrom } from '../gateway/console/session.js';
 import { adminPassword, secretsKey } from '../lib/credentials.js';
 import { HostDirectory } from '../lib/host-directory.js';
+import { PackageBuilder, packageBuilderOptions } from '../functions/package/builder.js';
 import { TokenStore } from '../lib/tokens.js';
 import { createLogger } from '../lib/logger.js';
 import { announceMetrics, processId } from '../lib/metrics-announcer.js';
@@ -84,6 +85,8 @@ export async function gatewayCommand(config: MayflyConfig = loadConfig()): Promi
     ...(auth ? { auth } : {}),
     tokens,
     hosts,
+    packages: new PackageBuilder(packageBuilderOptions(config)),
+    maxPackageBytes: config.MAYFLY_PACKAGE_MAX_BYTES,
   });
   await app.listen({ host: config.MAYFLY_HOST, port: config.MAYFLY_PORT });
   // For the scheduler's Prometheus targets file (see README, Observability).

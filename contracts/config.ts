@@ -176,6 +176,22 @@ export const configSchema = z.object({
   // ---- web console (/ui/) ----
   /** How long a console login lasts (the session cookie's lifetime); log in again afterwards. */
   MAYFLY_CONSOLE_SESSION_TTL_MS: int(60_000, 7 * 86_400_000).default(8 * 3_600_000),
+
+  // ---- function packages (functions/package/: archive → npm ci → esbuild bundle) ----
+  /** Largest package archive (.tar.gz/.zip) in a deploy, like Lambda's 50 MiB zipped. */
+  MAYFLY_PACKAGE_MAX_BYTES: int(1024, 1 << 30).default(50 * 1024 * 1024),
+  /** Largest unpacked package, installed dependencies included, like Lambda's 250 MiB. */
+  MAYFLY_PACKAGE_MAX_UNPACKED_BYTES: int(1024, 16 * 1024 * 1024 * 1024).default(250 * 1024 * 1024),
+  /** Most entries (files, folders, symlinks) in a package archive. */
+  MAYFLY_PACKAGE_MAX_FILES: int(1, 1_000_000).default(10_000),
+  /** Largest bundled function (what the guest loads; under the 9 MiB guest frame). */
+  MAYFLY_MAX_BUNDLE_BYTES: int(1024, 8 * 1024 * 1024).default(8 * 1024 * 1024),
+  /** Time `npm ci` may take for one package. */
+  MAYFLY_NPM_TIMEOUT_MS: int(1000, 3_600_000).default(120_000),
+  /** npm registry for package dependencies; unset: npm's own configuration (registry.npmjs.org). */
+  MAYFLY_NPM_REGISTRY: z.string().url().optional(),
+  /** Package builds one gateway runs at once (a few more wait; beyond that 429). */
+  MAYFLY_PACKAGE_BUILDS: int(1, 64).default(2),
 });
 
 export type MayflyConfig = z.infer<typeof configSchema>;

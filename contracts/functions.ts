@@ -32,6 +32,9 @@ export function parseTimeoutMs(v: string | number): number | null {
   return ms > 0 ? Math.round(ms) : null;
 }
 
+/** "handler", "index.handler", "src/index.handler" (Lambda style: the file without extension, then the export). */
+export const HANDLER_PATTERN = /^(?:[\w@-][\w@.-]*(?:\/[\w@-][\w@.-]*)*\.)?[A-Za-z_$][\w$]*$/;
+
 const stringMap = (maxEntries: number, maxValue: number) =>
   z
     .record(z.string().min(1).max(256), z.string().max(maxValue))
@@ -41,10 +44,16 @@ const stringMap = (maxEntries: number, maxValue: number) =>
 export const deployRequestSchema = z.strictObject({
   service: functionNameSchema,
   runtime: z.literal('node', { error: 'the only runtime is "node"' }).default('node'),
-  code: z.string().min(1, 'must not be empty'),
+  /** The function's source (one file). Either this or `package`. */
+  code: z.string().min(1, 'must not be empty').optional(),
+  /**
+   * A function package, base64: a .tar.gz or .zip with the handler and a
+   * package.json with its lockfile (functions/package/). Either this or `code`.
+   */
+  package: z.string().min(1, 'must not be empty').optional(),
   handler: z
     .string()
-    .regex(/^[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)?$/, 'must be an export name like "handler" or "index.handler"')
+    .regex(HANDLER_PATTERN, 'must be an export name like "handler", or "<file>.<export>" like "index.handler" or "src/index.handler"')
     .default('handler'),
   /** Accepted for faas-cli compatibility; Mayfly runs `code`, not images. */
   image: z.string().max(512).optional(),
@@ -59,7 +68,10 @@ export const deployRequestSchema = z.strictObject({
   /** Names of secrets (POST /system/secrets) the function may read at /var/openfaas/secrets/<name>. */
   secrets: z.array(z.string().min(1).max(63)).max(64).optional(),
 });
-export type DeployRequest = z.infer<typeof deployRequestSchema>;
+/** The deploy body as sent: `code` or `package`. */
+export type DeployBody = z.infer<typeof deployRequestSchema>;
+/** A deploy ready to store: the code is the source itself or the bundle built from the package. */
+export type DeployRequest = Omit<DeployBody, 'code' | 'package'> & { code: string };
 
 export const deleteRequestSchema = z.strictObject({ functionName: functionNameSchema });
 

@@ -8,11 +8,11 @@
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type { Authenticator } from './auth.js';
 import type { GatewayBackend } from './backend.js';
-import type { GatewayDeps, TokenAdmin } from './deps.js';
+import type { GatewayDeps, PackageBuilderPort, TokenAdmin } from './deps.js';
 import { installErrorHandling } from './errors.js';
 import { getInvocationContext } from './invocation-context.js';
 import { countAsyncSubmissions, GatewayMetrics } from './metrics.js';
-import { DEPLOY_BODY_OVERHEAD_BYTES, registerRoutes } from './routes.js';
+import { deployBodyLimit, registerRoutes } from './routes.js';
 
 export interface GatewayOptions {
   backend: GatewayBackend;
@@ -29,6 +29,9 @@ export interface GatewayOptions {
   tokens?: TokenAdmin;
   /** Worker hosts from their heartbeats (GET /system/hosts, the console's Hosts page). */
   hosts?: GatewayDeps['hosts'];
+  /** Builder of `package` deploys and the largest archive it takes; absent = those deploys answer 501. */
+  packages?: PackageBuilderPort;
+  maxPackageBytes?: number;
 }
 
 function isLoggerInstance(v: unknown): boolean {
@@ -66,12 +69,13 @@ export async function buildGateway(opts: GatewayOptions): Promise<FastifyInstanc
     ...(opts.auth ? { auth: opts.auth } : {}),
     ...(opts.tokens ? { tokens: opts.tokens } : {}),
     ...(opts.hosts ? { hosts: opts.hosts } : {}),
+    ...(opts.packages ? { packages: opts.packages, maxPackageBytes: opts.maxPackageBytes ?? 0 } : {}),
   };
 
   const logger = opts.logger ?? false;
   const fastifyOptions: FastifyServerOptions = {
     // Per-route limits are set in the route table; this is only the ceiling.
-    bodyLimit: Math.max(opts.maxBodyBytes, opts.maxCodeBytes + DEPLOY_BODY_OVERHEAD_BYTES),
+    bodyLimit: Math.max(opts.maxBodyBytes, deployBodyLimit(opts.maxCodeBytes, opts.packages ? opts.maxPackageBytes : 0)),
     // A too-long name must reach the handler (400 INVALID_NAME), not fall through to 404.
     routerOptions: { maxParamLength: 1024 },
   };

@@ -15,6 +15,15 @@ export interface GatewayDeps {
   tokens?: TokenAdmin;
   /** Worker hosts from their heartbeats (GET /system/hosts); absent = that route answers 501. */
   hosts?: { list(): HostView[] };
+  /** Builds `package` deploys (functions/package/, wired by cli/services.ts); absent: such deploys answer 501. */
+  packages?: PackageBuilderPort;
+  /** Largest package archive (decoded bytes); sets the deploy body limit. */
+  maxPackageBytes?: number;
+}
+
+/** What the gateway needs from the package builder; errors carry `status`, `code` and `file`. */
+export interface PackageBuilderPort {
+  build(archive: Buffer, handler: string): Promise<{ code: string; handler: string; report: Record<string, unknown> }>;
 }
 
 export interface TokenAdmin {

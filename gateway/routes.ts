@@ -23,6 +23,11 @@ import * as tokens from './handlers/tokens.js';
 /** Deploy bodies carry the code plus the spec around it. */
 export const DEPLOY_BODY_OVERHEAD_BYTES = 64 * 1024;
 
+/** Deploy bodies: the code, or a base64 package archive (4/3 of its size), plus the spec. */
+export function deployBodyLimit(maxCodeBytes: number, maxPackageBytes = 0): number {
+  return Math.max(maxCodeBytes, Math.ceil(maxPackageBytes / 3) * 4) + DEPLOY_BODY_OVERHEAD_BYTES;
+}
+
 export interface RouteSpec {
   method: HTTPMethods | 'ANY';
   url: string;
@@ -36,8 +41,8 @@ export interface RouteSpec {
 export function routeTable(deps: GatewayDeps): RouteSpec[] {
   const deploy = {
     body: 'json' as const,
-    bodyLimit: deps.maxCodeBytes + DEPLOY_BODY_OVERHEAD_BYTES,
-    bodyLimitHint: `function code may be at most ${deps.maxCodeBytes} bytes, MAYFLY_MAX_CODE_BYTES`,
+    bodyLimit: deployBodyLimit(deps.maxCodeBytes, deps.maxPackageBytes),
+    bodyLimitHint: `function code may be at most ${deps.maxCodeBytes} bytes, MAYFLY_MAX_CODE_BYTES${deps.maxPackageBytes ? `; a package archive ${deps.maxPackageBytes} bytes before base64, MAYFLY_PACKAGE_MAX_BYTES` : ''}`,
   };
   const invocation = {
     body: 'raw' as const,

@@ -6,7 +6,7 @@ import {
   deleteRequestSchema,
   deployRequestSchema,
   functionNameSchema,
-  type DeployRequest,
+  type DeployBody,
 } from '../contracts/functions.js';
 import { GatewayError, zodToGatewayError } from './errors.js';
 
@@ -33,14 +33,25 @@ function requireBody(body: unknown, what: string): void {
   }
 }
 
-/** Body of POST/PUT /system/functions. */
-export function parseDeployBody(body: unknown, maxCodeBytes: number): DeployRequest {
+/** Body of POST/PUT /system/functions: exactly one of `code` and `package` (the package is built by the handler). */
+export function parseDeployBody(body: unknown, maxCodeBytes: number): DeployBody {
   requireBody(body, 'the function spec');
   const r = deployRequestSchema.safeParse(body);
   if (!r.success) {
     throw zodToGatewayError(r.error, body, { code: 'INVALID_BODY', what: 'invalid request body', allowedRootFields: DEPLOY_FIELDS });
   }
-  const bytes = Buffer.byteLength(r.data.code);
+  if (r.data.code === undefined && r.data.package === undefined) {
+    throw new GatewayError(
+      400,
+      'INVALID_BODY',
+      'invalid request body: code: is required (a string: the function\'s source), or send "package": a base64 .tar.gz/.zip with package.json (Mayfly runs code, not container images)',
+      { field: 'code' },
+    );
+  }
+  if (r.data.code !== undefined && r.data.package !== undefined) {
+    throw new GatewayError(400, 'INVALID_BODY', 'invalid request body: send either "code" or "package", not both', { field: 'package' });
+  }
+  const bytes = r.data.code !== undefined ? Buffer.byteLength(r.data.code) : 0;
   if (bytes > maxCodeBytes) {
     throw new GatewayError(
       400,

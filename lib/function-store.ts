@@ -34,7 +34,8 @@ export function functionLimits(config: MayflyConfig): FunctionLimits {
     maxMemoryMiB: config.MAYFLY_MAX_MEMORY_MB,
     defaultTimeoutMs: config.MAYFLY_DEFAULT_TIMEOUT_MS,
     maxTimeoutMs: config.MAYFLY_MAX_TIMEOUT_MS,
-    maxCodeBytes: config.MAYFLY_MAX_CODE_BYTES,
+    // Source sent as `code` is held to MAYFLY_MAX_CODE_BYTES by the gateway; a bundle built from a package to MAYFLY_MAX_BUNDLE_BYTES.
+    maxCodeBytes: Math.max(config.MAYFLY_MAX_CODE_BYTES, config.MAYFLY_MAX_BUNDLE_BYTES),
   };
 }
 

@@ -124,6 +124,8 @@ async function init(msg: InitMessage): Promise<void> {
     }
   }
   fs.mkdirSync(taskDir, { recursive: true });
+  // A bundle built from a package (functions/package/) carries an inline source map: stack traces name the user's file and line.
+  if (msg.code.includes('\n//# sourceMappingURL=data:application/json;base64,')) process.setSourceMapsEnabled(true);
   const file = path.join(taskDir, looksLikeEsm(msg.code) ? 'index.mjs' : 'index.cjs');
   fs.writeFileSync(file, msg.code);
   // Lambda style "index.handler" names the export after the last dot.

@@ -7,7 +7,7 @@
  *   DELETE /system/functions         {"functionName": "..."} → 202, empty body
  */
 import type { FastifyReply, FastifyRequest, RouteHandlerMethod } from 'fastify';
-import type { FunctionRecord } from '../../contracts/functions.js';
+import type { DeployBody, DeployRequest, FunctionRecord } from '../../contracts/functions.js';
 import type { GatewayDeps } from '../deps.js';
 import { GatewayError } from '../errors.js';
 import { parseDeleteBody, parseDeployBody, parseFunctionName } from '../validation.js';
@@ -39,6 +39,8 @@ export interface FunctionStatus {
   /** Milliseconds. */
   timeout: number;
   version: number;
+  /** sha256 of the stored code (or bundle): tells a client whether a deploy changed it. */
+  codeHash: string;
 }
 
 export function toFunctionStatus(fn: FunctionRecord, invocationCount: number): FunctionStatus {
@@ -61,6 +63,7 @@ export function toFunctionStatus(fn: FunctionRecord, invocationCount: number): F
     memory,
     timeout: fn.timeoutMs,
     version: fn.version,
+    codeHash: fn.codeHash,
   };
 }
 
@@ -81,21 +84,59 @@ export function getFunction(deps: GatewayDeps): RouteHandlerMethod {
   };
 }
 
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
+/** A PackageError of functions/package/ (duck-typed: the gateway does not import the builder). */
+function isPackageError(err: unknown): err is Error & { status: number; code: string; file?: string } {
+  return err instanceof Error && err.name === 'PackageError' && typeof (err as { status?: unknown }).status === 'number';
+}
+
+/**
+ * The request to store: `code` as sent, or the bundle built from `package`
+ * (nothing is stored when the build fails: the previous version keeps serving).
+ */
+async function toDeployRequest(deps: GatewayDeps, body: DeployBody): Promise<{ req: DeployRequest; build?: Record<string, unknown> }> {
+  const { code, package: pkg, ...spec } = body;
+  if (code !== undefined) return { req: { ...spec, code } };
+  if (!deps.packages) throw new GatewayError(501, 'NOT_CONFIGURED', 'function packages are not enabled on this gateway; deploy "code" (one file) instead');
+  const b64 = (pkg ?? '').replace(/\s+/g, '');
+  if (!BASE64.test(b64)) {
+    throw new GatewayError(400, 'INVALID_BODY', 'invalid request body: package: must be the archive (.tar.gz or .zip) encoded as base64', { field: 'package' });
+  }
+  try {
+    const built = await deps.packages.build(Buffer.from(b64, 'base64'), spec.handler);
+    return { req: { ...spec, code: built.code }, build: built.report };
+  } catch (err) {
+    if (isPackageError(err)) {
+      throw new GatewayError(err.status, err.code, `function package: ${err.message}`, err.file !== undefined ? { file: err.file } : {});
+    }
+    throw err;
+  }
+}
+
 export function deployFunction(deps: GatewayDeps): RouteHandlerMethod {
   return async (request: FastifyRequest, reply: FastifyReply) => {
-    const req = parseDeployBody(request.body, deps.maxCodeBytes);
+    const body = parseDeployBody(request.body, deps.maxCodeBytes);
+    if (body.package !== undefined && (await deps.backend.getFunction(body.service))) {
+      throw new GatewayError(409, 'FUNCTION_EXISTS', `function "${body.service}" already exists; update it with PUT /system/functions`);
+    }
+    const { req, build } = await toDeployRequest(deps, body);
     const fn = await deps.backend.createFunction(req);
-    request.log.info({ function: fn.name, version: fn.version }, 'function deployed');
-    return reply.code(202).send(toFunctionStatus(fn, deps.metrics.invocationCount(fn.name)));
+    request.log.info({ function: fn.name, version: fn.version, ...(build ? { build } : {}) }, 'function deployed');
+    return reply.code(202).send({ ...toFunctionStatus(fn, deps.metrics.invocationCount(fn.name)), ...(build ? { build } : {}) });
   };
 }
 
 export function updateFunction(deps: GatewayDeps): RouteHandlerMethod {
   return async (request: FastifyRequest, reply: FastifyReply) => {
-    const req = parseDeployBody(request.body, deps.maxCodeBytes);
+    const body = parseDeployBody(request.body, deps.maxCodeBytes);
+    if (body.package !== undefined && !(await deps.backend.getFunction(body.service))) {
+      throw new GatewayError(404, 'FUNCTION_NOT_FOUND', `function "${body.service}" not found`);
+    }
+    const { req, build } = await toDeployRequest(deps, body);
     const fn = await deps.backend.updateFunction(req);
-    request.log.info({ function: fn.name, version: fn.version }, 'function updated');
-    return reply.code(202).send(toFunctionStatus(fn, deps.metrics.invocationCount(fn.name)));
+    request.log.info({ function: fn.name, version: fn.version, ...(build ? { build } : {}) }, 'function updated');
+    return reply.code(202).send({ ...toFunctionStatus(fn, deps.metrics.invocationCount(fn.name)), ...(build ? { build } : {}) });
   };
 }
 

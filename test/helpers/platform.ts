@@ -100,6 +100,15 @@ export class TestPlatform {
     return this.spawn(service, {}, name);
   }
 
+  /** One more gateway on the same bus with its own port and settings; resolves with its URL once /healthz answers. */
+  async startGateway(name: string, env: Record<string, string> = {}): Promise<string> {
+    const port = await freePort();
+    this.spawn('gateway', { MAYFLY_PORT: String(port), ...env }, name);
+    const url = `http://127.0.0.1:${port}`;
+    await this.waitFor(async () => (await fetch(`${url}/healthz`).catch(() => null))?.status === 200, 60_000, `${name} /healthz`);
+    return url;
+  }
+
   /** The last heartbeat of each worker seen on the bus. */
   hosts(): Heartbeat[] {
     return [...this.heartbeats.values()];
