@@ -311,7 +311,9 @@ export class VmManager {
       }
     }
     this.demand.mark();
-    const pooled = fn.memoryMiB === this.opts.poolFunctionMiB ? this.pool.shift() : undefined;
+    // A function with a snapshot does not take a runtime pool VM (that would load the module on
+    // the call path, ~140 ms under TCG): it waits for a snapshot clone being made, or clones one.
+    const pooled = fn.memoryMiB === this.opts.poolFunctionMiB && !snap?.template ? this.pool.shift() : undefined;
     if (pooled) {
       return this.reservation(pooled.memoryMiB, async (source) => {
         const t0 = performance.now();
