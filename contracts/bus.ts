@@ -131,6 +131,8 @@ export const asyncCallSchema = z.object({
   event: invocationEventSchema,
   callbackUrl: z.string().url().optional(),
   submittedAt: z.number(),
+  /** The trigger that started the call (contracts/triggers.ts): `subject:<pattern>` or `schedule`. */
+  trigger: z.string().max(300).optional(),
 });
 export type AsyncCall = z.infer<typeof asyncCallSchema>;
 
@@ -162,5 +164,7 @@ export const callRecordSchema = z.object({
    * even when its message is redelivered to another scheduler.
    */
   callbackStatus: z.enum(['pending', 'sending', 'sent', 'failed']).optional(),
+  /** The trigger that started the call, for calls from a NATS subject or a schedule (contracts/triggers.ts). */
+  trigger: z.string().optional(),
 });
 export type CallRecord = z.infer<typeof callRecordSchema>;

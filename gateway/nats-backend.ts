@@ -16,6 +16,8 @@ import { FunctionStore, FunctionStoreError, functionLimits } from '../lib/functi
 import { readFunctionLogs } from '../lib/function-logs.js';
 import { SecretStore } from '../lib/secrets.js';
 import { connectNats, jsonCodec, type NatsConnection } from '../lib/nats.js';
+import { topicSubjects } from '../lib/trigger-annotations.js';
+import { syncTriggerStream, TriggerSubjectConflict } from '../lib/trigger-stream.js';
 import type { GatewayBackend } from './backend.js';
 
 export async function createNatsBackend(
@@ -96,14 +98,38 @@ export async function createNatsBackend(
     }
   }
 
+  /**
+   * Subject triggers: the capture stream takes the function's new `topic`
+   * subjects before the record is stored (a subject another stream holds is a
+   * 400, and nothing is stored), and drops the ones no function uses after.
+   * The scheduler repeats the second step on every change.
+   */
+  const hasTopic = (annotations: Record<string, string> | undefined) => topicSubjects(annotations ?? {}).length > 0;
+  async function withTriggers<T>(name: string, before: Record<string, string> | undefined, after: Record<string, string> | undefined, save: () => Promise<T>): Promise<T> {
+    if (!hasTopic(before) && !hasTopic(after)) return save();
+    if (after && hasTopic(after)) {
+      const others = (await store.list()).filter((f) => f.name !== name);
+      try {
+        await syncTriggerStream(nc, [...others, { annotations: after }, ...(before ? [{ annotations: before }] : [])]);
+      } catch (err) {
+        if (err instanceof TriggerSubjectConflict) throw new FunctionStoreError('INVALID', `annotation "topic": ${err.message}`, 'annotations.topic');
+        throw err;
+      }
+    }
+    const out = await save();
+    await syncTriggerStream(nc, await store.list()).catch(() => {}); // the scheduler repairs it if this fails
+    return out;
+  }
+
   const backend: GatewayBackend = {
     createFunction: async (req) => {
       await checkSecrets(req);
-      return store.create(req);
+      return withTriggers(req.service, undefined, req.annotations, () => store.create(req));
     },
     updateFunction: async (req) => {
       await checkSecrets(req);
-      return store.update(req);
+      const old = await store.get(req.service);
+      return withTriggers(req.service, old?.annotations, req.annotations ?? {}, () => store.update(req));
     },
     createSecret: (name, value) => secrets.create(name, value),
     updateSecret: (name, value) => secrets.update(name, value),
@@ -111,7 +137,10 @@ export async function createNatsBackend(
     deleteSecret: (name) => secrets.remove(name),
     getFunction: (name) => store.get(name),
     listFunctions: () => store.list(),
-    deleteFunction: (name) => store.remove(name),
+    deleteFunction: async (name) => {
+      const old = await store.get(name);
+      return withTriggers(name, old?.annotations, undefined, () => store.remove(name));
+    },
     invoke,
     async submitAsync(_fn, call) {
       if (!(await records.create(newRecord(call)))) return { duplicate: true };

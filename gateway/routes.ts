@@ -17,6 +17,7 @@ import * as invoke from './handlers/invoke.js';
 import * as secrets from './handlers/secrets.js';
 import * as system from './handlers/system.js';
 import * as tokens from './handlers/tokens.js';
+import * as triggers from './handlers/triggers.js';
 
 /** Deploy bodies carry the code plus the spec around it. */
 export const DEPLOY_BODY_OVERHEAD_BYTES = 64 * 1024;
@@ -79,6 +80,9 @@ export function routeTable(deps: GatewayDeps): RouteSpec[] {
     { method: 'DELETE', url: '/async-function/:callId', body: 'none', handler: asyncCalls.cancelCall(deps) },
     { method: 'GET', url: '/system/invocations', body: 'none', handler: asyncCalls.listCalls(deps) },
     { method: 'GET', url: '/system/invocations/:callId', body: 'none', handler: asyncCalls.getCall(deps) },
+
+    // ---- triggers: NATS subjects and schedules (scheduler/triggers/)
+    { method: 'GET', url: '/system/triggers', body: 'none', handler: triggers.listTriggers(deps) },
   ];
 }
 

@@ -11,7 +11,7 @@
  * worker or VM that dies mid-call leaves the message unacked: it is redelivered
  * and the record's state tells the next scheduler where things stand.
  */
-import { createInbox } from '@nats-io/transport-node';
+import { createInbox, headers as natsHeaders } from '@nats-io/transport-node';
 import type { JsMsg } from '@nats-io/jetstream';
 import {
   asyncCallSchema,
@@ -22,6 +22,7 @@ import {
   type InvokeResult,
 } from '../contracts/bus.js';
 import type { MayflyConfig } from '../contracts/config.js';
+import { NATS_CALLBACK_PROTOCOL } from '../contracts/triggers.js';
 import { asyncConsumer } from '../lib/async-queue.js';
 import { CallRecords, isFinal, newRecord } from '../lib/call-records.js';
 import { FunctionStore, functionLimits } from '../lib/function-store.js';
@@ -93,6 +94,7 @@ export async function startAsyncConsumer(
       'x-mayfly-status': record.status,
     };
     const body = mapped ? mapped.body : Buffer.from(JSON.stringify({ error: record.error ?? record.status, callId: record.callId }));
+    if (record.callbackUrl!.startsWith(NATS_CALLBACK_PROTOCOL)) return publishResult(record.callbackUrl!.slice(NATS_CALLBACK_PROTOCOL.length), headers, body);
     for (let i = 0; i < 3; i++) {
       try {
         const res = await fetch(record.callbackUrl!, {
@@ -110,6 +112,20 @@ export async function startAsyncConsumer(
       await new Promise((r) => setTimeout(r, 500 * 2 ** i));
     }
     return 'failed';
+  }
+
+  /** A trigger call's result to a NATS subject (com.mayfly.reply_subject): one publish, confirmed by a flush. */
+  async function publishResult(subject: string, headers: Record<string, string>, body: Buffer): Promise<'sent' | 'failed'> {
+    const h = natsHeaders();
+    for (const [k, v] of Object.entries(headers)) h.set(k, v);
+    try {
+      nc.publish(subject, new Uint8Array(body), { headers: h });
+      await nc.flush();
+      return 'sent';
+    } catch (err) {
+      log.warn({ subject, err: (err as Error).message }, 'result could not be published');
+      return 'failed';
+    }
   }
 
   /** Claims the callback (pending → sending), POSTs it, records the outcome. At most one POST per call. */
@@ -165,10 +181,11 @@ export async function startAsyncConsumer(
       const done = await records.update(call.callId, (r) =>
         isFinal(r.status)
           ? null
-          : { ...r, status: 'failed', error: `function "${call.functionName}" no longer exists`, statusCode: 404, endedAt: now(), callbackStatus: r.callbackUrl ? 'pending' : undefined },
+          : { ...r, status: 'cancelled', error: `function "${call.functionName}" was deleted before the call ran`, statusCode: 404, endedAt: now(), callbackStatus: r.callbackUrl ? 'pending' : undefined },
       );
       if (done) {
-        metrics?.asyncFinished(call.functionName, 'failed', 404, 0);
+        metrics?.asyncFinished(call.functionName, 'cancelled', 404, 0);
+        if (call.trigger) metrics?.triggerFinished(call.trigger, call.functionName, 'cancelled');
         await finishCallback(done, null, policy);
       }
       msg.ack();
@@ -230,6 +247,7 @@ export async function startAsyncConsumer(
       );
       if (done) {
         metrics?.asyncFinished(fn.name, d.status, statusCode, seconds);
+        if (call.trigger) metrics?.triggerFinished(call.trigger, fn.name, d.status);
         await finishCallback(done, result, policy);
       }
       msg.ack();

@@ -11,6 +11,7 @@ import type { FunctionRecord } from '../../contracts/functions.js';
 import type { GatewayDeps } from '../deps.js';
 import { GatewayError } from '../errors.js';
 import { parseDeleteBody, parseDeployBody, parseFunctionName } from '../validation.js';
+import { scheduleStatus } from './triggers.js';
 
 /**
  * One entry of GET /system/functions: OpenFaaS's FunctionStatus plus Mayfly's fields.
@@ -39,6 +40,8 @@ export interface FunctionStatus {
   /** Milliseconds. */
   timeout: number;
   version: number;
+  /** Functions with a `schedule` annotation: its expression and next fire times (UTC). */
+  schedule?: { expression: string; catchUp: boolean; nextRuns: string[] };
 }
 
 export function toFunctionStatus(fn: FunctionRecord, invocationCount: number): FunctionStatus {
@@ -61,7 +64,13 @@ export function toFunctionStatus(fn: FunctionRecord, invocationCount: number): F
     memory,
     timeout: fn.timeoutMs,
     version: fn.version,
+    ...scheduleField(fn),
   };
+}
+
+function scheduleField(fn: FunctionRecord): Pick<FunctionStatus, 'schedule'> {
+  const schedule = scheduleStatus(fn);
+  return schedule ? { schedule } : {};
 }
 
 export function listFunctions(deps: GatewayDeps): RouteHandlerMethod {
