@@ -114,10 +114,14 @@ export async function startAsyncConsumer(
     return 'failed';
   }
 
-  /** A trigger call's result to a NATS subject (com.mayfly.reply_subject): one publish, confirmed by a flush. */
+  /**
+   * A trigger call's result to a NATS subject (com.mayfly.reply_subject): one publish, confirmed by a
+   * flush, with Nats-Msg-Id = call id so a function triggered by that subject runs once per result.
+   */
   async function publishResult(subject: string, headers: Record<string, string>, body: Buffer): Promise<'sent' | 'failed'> {
     const h = natsHeaders();
     for (const [k, v] of Object.entries(headers)) h.set(k, v);
+    h.set('Nats-Msg-Id', headers['x-call-id']!); // a captured reply subject (a chain) stores it once
     try {
       nc.publish(subject, new Uint8Array(body), { headers: h });
       await nc.flush();

@@ -36,6 +36,11 @@ export class FunctionView {
     private readonly log: Logger,
   ) {}
 
+  /** Last sequence of the functions bucket this view reflects (changes with every deploy, update, removal). */
+  get revision(): number {
+    return this.lastSeq;
+  }
+
   /** Functions whose topic matches `subject`, with the pattern that matched (one per function). */
   match(subject: string): SubjectTrigger[] {
     const out = new Map<string, SubjectTrigger>();

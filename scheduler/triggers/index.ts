@@ -40,7 +40,11 @@ export async function startTriggers(nc: NatsConnection, config: MayflyConfig, lo
   const publisher = new AsyncPublisher(nc);
   const view = new FunctionView(nc, store, log);
   await view.refresh(true);
-  await syncTriggerStream(nc, view.functions()).catch((err: unknown) => log.warn({ err: (err as Error).message }, 'cannot set the trigger stream subjects'));
+  let synced = -1;
+  await syncTriggerStream(nc, view.functions()).then(
+    () => (synced = view.revision),
+    (err: unknown) => log.warn({ err: (err as Error).message }, 'cannot set the trigger stream subjects'),
+  );
 
   const mapper = await startSubjectMapper({ nc, config, log, view, records, publisher, metrics });
   const ticker = await startTicker({ nc, log, view, records, publisher, metrics });
@@ -51,7 +55,12 @@ export async function startTriggers(nc: NatsConnection, config: MayflyConfig, lo
   let syncWarned = false;
   const sync = async () => {
     try {
-      if (await view.refresh()) await syncTriggerStream(nc, view.functions());
+      await view.refresh();
+      const revision = view.revision;
+      if (revision !== synced) {
+        await syncTriggerStream(nc, view.functions());
+        synced = revision;
+      }
       syncWarned = false;
     } catch (err) {
       if (!syncWarned && !stopped) log.warn({ err: (err as Error).message }, 'cannot bring the trigger stream in step; retrying');

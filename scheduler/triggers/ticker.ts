@@ -142,6 +142,7 @@ export async function startTicker(d: TickerDeps): Promise<Ticker> {
         await step();
       } catch (err) {
         if (!stopped) log.warn({ err: (err as Error).message }, 'schedules: NATS unavailable; retrying');
+        await new Promise((r) => setTimeout(r, 250));
       }
       const soonest = Math.min(...[...states.values()].map((s) => s.next), Date.now() + MAX_SLEEP_MS);
       await new Promise<void>((r) => {
