@@ -19,6 +19,14 @@ export const SUBJECTS = {
   asyncSubmit: 'mayfly.async.submit',
   heartbeat: 'mayfly.heartbeat',
   hostInvoke: (hostId: string) => `mayfly.host.${hostId}.invoke`,
+  /**
+   * Where the worker publishes the result of one attempt of an async call (the
+   * attempt's replyTo), stored in STREAMS.asyncResults so a scheduler that takes
+   * over a call finds the result of an attempt its predecessor was waiting for.
+   * The call id is base64url-encoded: it may contain dots.
+   */
+  asyncResults: 'mayfly.async.result.>',
+  asyncResult: (callId: string, attempt: number) => `mayfly.async.result.${attempt}.${Buffer.from(callId).toString('base64url')}`,
 } as const;
 
 export const QUEUE_GROUPS = { schedulers: 'mayfly-schedulers' } as const;
@@ -26,6 +34,8 @@ export const QUEUE_GROUPS = { schedulers: 'mayfly-schedulers' } as const;
 export const STREAMS = {
   /** Work queue of accepted async calls; a message is removed when a scheduler acks it. */
   async: 'MAYFLY_ASYNC',
+  /** Results of async call attempts (SUBJECTS.asyncResult), the last per attempt, kept for an hour. */
+  asyncResults: 'MAYFLY_ASYNC_RESULTS',
 } as const;
 
 /** Durable pull consumer shared by all scheduler replicas. */

@@ -3,10 +3,12 @@
  *
  * 1. A schedule `@every 1s` for 20 s while one replica is SIGKILLed half-way:
  *    20 ± 1 calls, one record per tick, one result per tick on the reply subject.
- * 2. 500 messages with Nats-Msg-Id on a subject (each published twice) while a
- *    scheduler replica is SIGKILLed and nats-server is restarted: every message
- *    has exactly one final record, the function ran for each (succeeded with the
- *    message's own number), the repeated publish ran nothing more; lost = 0.
+ * 2. 500 messages with Nats-Msg-Id on a subject (every fifth published twice)
+ *    while a scheduler replica is SIGKILLed and nats-server is restarted: every
+ *    message has exactly one record, final, the function ran for each (succeeded
+ *    with the message's own number; counted in the worker's log), the repeated
+ *    publishes ran nothing more; lost = 0. Runs twice of one message are counted
+ *    and must each be a recorded retry (see the comment at the assertion).
  *
  * Prints the counts. Publishers retry a publish JetStream did not confirm, with
  * the same Nats-Msg-Id, as a NATS client should.
@@ -214,6 +216,13 @@ it(`keeps every triggered message through a scheduler SIGKILL and a nats-server 
     seconds: Math.round((Date.now() - t0) / 1000),
   };
   process.stdout.write(`trigger fault test: ${JSON.stringify(counts)}\n`);
+  const twice = [...runs('work.')].filter(([, n]) => n > 1).map(([id]) => id);
+  for (const id of twice.slice(0, 3)) {
+    for (const s of p.services) {
+      const lines = p.logs(s.name).split('\n').filter((l) => l.includes(`"${id}"`) || (l.includes('"level":40') && s.name.includes('s')));
+      if (lines.length) process.stdout.write(`--- ${s.name} ${id}\n${lines.join('\n')}\n`);
+    }
+  }
 
   expect(counts.accepted).toBe(MESSAGES);
   expect(counts.lost).toBe(0);
@@ -222,6 +231,12 @@ it(`keeps every triggered message through a scheduler SIGKILL and a nats-server 
   expect(new Set(all.map((r) => r.callId)).size).toBe(MESSAGES);
   expect(counts.succeeded + counts.dead).toBe(counts.accepted);
   expect(counts.notRun).toBe(0); // the function ran at least once per message
+  // Never a second call for one Nats-Msg-Id (one record each, above), and no silent second run: a
+  // scheduler that takes over a call uses the stored result of the attempt it lost. The function runs
+  // again only when that result never reached NATS (the worker published it in the instant nats-server
+  // went down: a core publish); that rerun is a recorded retry. Measured: 0 to 4 of 500.
+  expect(counts.ranTwice).toBeLessThanOrEqual(counts.retried);
+  expect(counts.retried).toBeLessThanOrEqual(Math.ceil(MESSAGES * 0.02));
   for (const [i, r] of finals) if (r.status === 'succeeded') expect(r.result).toEqual({ n: i, id: `job-${i}` });
   await remove('work');
 });
