@@ -9,6 +9,7 @@
  * `cancelled`; a message published while no scheduler runs is delivered when
  * one comes back; GET /system/triggers and the next fire times of schedules.
  */
+import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, headers as natsHeaders, type NatsConnection } from '@nats-io/transport-node';
 import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
@@ -70,6 +71,17 @@ async function publish(subject: string, data: Uint8Array | string, msgId?: strin
     ...(msgId ? { msgID: msgId } : {}),
   });
   return { duplicate: ack.duplicate };
+}
+
+/** The text of every live scheduler's /metrics (from the Prometheus targets file the scheduler writes). */
+async function schedulerMetrics(): Promise<string> {
+  const groups = JSON.parse(fs.readFileSync(p.metricsTargetsFile(), 'utf8')) as { targets: string[]; labels: Record<string, string> }[];
+  let text = '';
+  for (const g of groups.filter((x) => x.labels.service === 'scheduler')) {
+    const res = await fetch(`http://${g.targets[0]}${g.labels.__metrics_path__ ?? '/metrics'}`).catch(() => null);
+    if (res?.ok) text += await res.text();
+  }
+  return text;
 }
 
 describe('subject triggers', () => {
@@ -191,6 +203,15 @@ describe('subject triggers', () => {
     expect(rec.error).toContain('MAYFLY_TRIGGER_MAX_BODY_BYTES');
   });
 
+  it('exports per-trigger metrics', async () => {
+    const text = await schedulerMetrics();
+    expect(text).toMatch(/mayfly_trigger_invocations_total\{trigger="subject:orders\.\*\.created",function_name="echo"\} [1-9]/);
+    expect(text).toMatch(/mayfly_trigger_messages_total\{trigger="subject:audit\.>"\} [1-9]/);
+    expect(text).toMatch(/mayfly_trigger_calls_finished_total\{trigger="subject:orders\.\*\.created",function_name="echo",status="succeeded"\} [1-9]/);
+    expect(text).toMatch(/mayfly_trigger_rejected_total\{trigger="subject:big\.in",function_name="small",reason="too_large"\} 1/);
+    expect(text).toMatch(/mayfly_trigger_lag_messages\{state="waiting"\} 0/);
+  });
+
   it('ends calls queued for a deleted function as cancelled', async () => {
     // One slow call at a time (com.mayfly.max_inflight) keeps the others queued while the function is deleted.
     const code = `export const handler = async () => { await new Promise((r) => setTimeout(r, 3000)); return 'ok'; };`;
@@ -231,6 +252,8 @@ describe('schedules', () => {
     expect(list.find((f) => f.name === 'nightly')?.schedule).toEqual(fn.schedule);
     const triggers = (await (await fetch(`${p.gatewayUrl}/system/triggers`)).json()) as TriggerList;
     expect(triggers.schedules.find((s) => s.function === 'nightly')).toMatchObject({ schedule: '0 3 * * *', catchUp: false, nextRuns: fn.schedule.nextRuns });
+    const next = Date.parse(fn.schedule.nextRuns[0]!) / 1000;
+    await p.waitFor(async () => (await schedulerMetrics()).includes(`mayfly_schedule_next_fire_timestamp_seconds{function_name="nightly"} ${next}`), 10_000, 'the next-fire gauge');
   });
 
   it('fires @every ticks with the tick in the event', async () => {
@@ -244,5 +267,33 @@ describe('schedules', () => {
       expect(c.result).toMatchObject({ topic: 'cron-function', headers: { 'x-topic': 'cron-function', 'x-mayfly-tick': new Date(tickMs).toISOString() } });
     }
     await fetch(`${p.gatewayUrl}/system/functions`, { method: 'DELETE', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ functionName: 'ticker' }) });
+  });
+
+  it('fires no burst of missed ticks after downtime, unless the function asks for catch-up', async () => {
+    expect((await deploy('POST', 'gap', { topic: 'cron-function', schedule: '@every 1s' })).status).toBe(202);
+    expect((await deploy('POST', 'catchup', { topic: 'cron-function', schedule: '@every 1s', 'com.mayfly.schedule_catchup': 'true' })).status).toBe(202);
+    await p.waitFor(async () => (await calls('catchup')).length >= 2 && (await calls('gap')).length >= 2, 30_000, 'ticks of both');
+    const down = p.services.find((s) => s.name.startsWith('scheduler') && s.proc.exitCode === null)!;
+    await p.kill(down.name, 'SIGKILL');
+    const t0 = Date.now();
+    await new Promise((r) => setTimeout(r, 5000));
+    p.startService('scheduler', 'scheduler-3');
+    await new Promise((r) => setTimeout(r, 4000));
+    for (const name of ['gap', 'catchup']) {
+      await fetch(`${p.gatewayUrl}/system/functions`, { method: 'DELETE', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ functionName: name }) });
+    }
+    const ticksOf = async (fn: string) =>
+      (await calls(fn)).map((c) => Number(c.callId.replace(`${fn}.tick-`, ''))).sort((a, b) => a - b);
+    const gaps = (ts: number[]) => ts.slice(1).map((t, i) => t - ts[i]!);
+    const gap = await ticksOf('gap');
+    const caught = await ticksOf('catchup');
+    // Without catch-up: the ticks of the 5 s without a scheduler never run.
+    expect(Math.max(...gaps(gap))).toBeGreaterThanOrEqual(4000);
+    expect(gap.filter((t) => t > t0 && t < t0 + 4000)).toHaveLength(0);
+    // With catch-up: every second is there, the missed ones fired when the scheduler came back.
+    expect(Math.max(...gaps(caught))).toBe(1000);
+    expect(caught.filter((t) => t > t0 && t < t0 + 4000).length).toBeGreaterThanOrEqual(4);
+    const late = (await calls('catchup')).filter((c) => Date.parse(c.startedAt ?? c.queuedAt) - Number(c.callId.replace('catchup.tick-', '')) > 2000);
+    expect(late.length).toBeGreaterThanOrEqual(3); // they ran late, after the downtime
   });
 });
