@@ -7,6 +7,7 @@
  *   subject-mapper.ts  captured message → one async call per matching function
  *   ticker.ts          schedule tick → one async call, once across replicas
  *   event.ts           the event and call id of a message or tick
+ *   enqueue.ts         record + async queue, idempotently
  *
  * Also keeps the capture stream's subjects in step with the functions (the
  * gateway does it at deploy; this repairs races and missed updates).

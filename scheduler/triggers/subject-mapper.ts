@@ -17,13 +17,14 @@ import type { AsyncCall, CallRecord } from '../../contracts/bus.js';
 import type { MayflyConfig } from '../../contracts/config.js';
 import { NATS_CALLBACK_PROTOCOL, TRIGGER_HEADERS, TRIGGER_STREAM } from '../../contracts/triggers.js';
 import type { AsyncPublisher } from '../../lib/async-queue.js';
-import { isFinal, newRecord, type CallRecords } from '../../lib/call-records.js';
+import { newRecord, type CallRecords } from '../../lib/call-records.js';
 import type { Logger } from '../../lib/logger.js';
 import type { NatsConnection } from '../../lib/nats.js';
 import { replySubject, replySubjectProblem } from '../../lib/trigger-annotations.js';
 import { triggerConsumer } from '../../lib/trigger-stream.js';
 import type { SchedulerMetrics } from '../metrics.js';
 import { messageCallId, messageEvent, type CapturedMessage } from './event.js';
+import { enqueue } from './enqueue.js';
 import type { FunctionView } from './function-view.js';
 
 export interface SubjectMapperDeps {
@@ -40,17 +41,6 @@ export interface SubjectMapper {
   stop(): Promise<void>;
   /** The consumer's backlog: waiting (num_pending) and being mapped (num_ack_pending). */
   lag(): Promise<{ waiting: number; mapping: number }>;
-}
-
-/** Queues a call unless its record says it is done; true when this call created the record. */
-export async function enqueue(records: CallRecords, publisher: AsyncPublisher, call: AsyncCall): Promise<boolean> {
-  const created = await records.create(newRecord(call));
-  if (!created) {
-    const existing = await records.get(call.callId);
-    if (existing && isFinal(existing.status)) return false; // ran (or was cancelled) already
-  }
-  await publisher.publish(call); // a repeated call id is dropped by the queue's duplicate window
-  return created;
 }
 
 function captured(msg: JsMsg): CapturedMessage {

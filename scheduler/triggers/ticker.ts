@@ -24,7 +24,7 @@ import { replySubject, wantsCatchUp, type Schedule } from '../../lib/trigger-ann
 import type { SchedulerMetrics } from '../metrics.js';
 import { tickCallId, tickEvent } from './event.js';
 import type { FunctionView } from './function-view.js';
-import { enqueue } from './subject-mapper.js';
+import { enqueue } from './enqueue.js';
 
 /** A tick due longer ago than this (event loop stalled, laptop asleep) is skipped by this replica. */
 export const LATE_GRACE_MS = 60_000;

@@ -145,6 +145,13 @@ describe('subject triggers', () => {
     expect((await record('upper.m-c1'))?.callbackStatus).toBe('sent');
     const next = await finalRecord('sink.m-upper.m-c1');
     expect(next.result).toMatchObject({ topic: 'chain.results', body: '"ABC"', headers: { 'x-function-name': 'upper', 'x-mayfly-status': 'succeeded' } });
+    // A message may name its own reply subject (header Mayfly-Reply-Subject).
+    const other: string[] = [];
+    const sub2 = nc.subscribe('chain.other', { callback: (_e, m) => void other.push(new TextDecoder().decode(m.data)) });
+    await publish('chain.in', 'xyz', 'c2', { 'Mayfly-Reply-Subject': ['chain.other'] });
+    await p.waitFor(() => other.length >= 1, 30_000, 'the result on chain.other');
+    expect(other).toEqual(['"XYZ"']);
+    sub2.unsubscribe();
     sub.unsubscribe();
   });
 
