@@ -104,7 +104,13 @@ export async function createNatsBackend(
    * 400, and nothing is stored), and drops the ones no function uses after.
    * The scheduler repeats the second step on every change.
    */
-  const hasTopic = (annotations: Record<string, string> | undefined) => topicSubjects(annotations ?? {}).length > 0;
+  const hasTopic = (annotations: Record<string, string> | undefined) => {
+    try {
+      return topicSubjects(annotations ?? {}).length > 0;
+    } catch {
+      return true; // a record from before topics were checked: bring the stream in step anyway
+    }
+  };
   async function withTriggers<T>(name: string, before: Record<string, string> | undefined, after: Record<string, string> | undefined, save: () => Promise<T>): Promise<T> {
     if (!hasTopic(before) && !hasTopic(after)) return save();
     if (after && hasTopic(after)) {

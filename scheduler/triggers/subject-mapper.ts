@@ -71,7 +71,7 @@ export async function startSubjectMapper(d: SubjectMapperDeps): Promise<SubjectM
       return;
     }
     const submittedAt = Math.floor(msg.info.timestampNanos / 1e6) || Date.now();
-    const headerReply = msg.headers?.get(TRIGGER_HEADERS.replySubject) || undefined;
+    const headerReply = msg.headers?.get(TRIGGER_HEADERS.replySubject, 'insensitive') || undefined;
     for (const { fn, pattern } of matches) {
       const trigger = `subject:${pattern}`;
       metrics?.triggers.messages.inc({ trigger });

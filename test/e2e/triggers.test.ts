@@ -12,7 +12,7 @@
 import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, headers as natsHeaders, type NatsConnection } from '@nats-io/transport-node';
-import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager, type JetStreamClient } from '@nats-io/jetstream';
 import type { CallRecord } from '../../contracts/bus.js';
 import type { TriggerList } from '../../contracts/triggers.js';
 import { TestPlatform } from '../helpers/platform.js';
@@ -199,6 +199,11 @@ describe('subject triggers', () => {
       expect(body.field).toBe(`annotations.${name}`);
       expect(body.error).toContain(`annotation "${name}"`);
     }
+    // A subject another JetStream stream captures already: nats-server refuses the overlap, so does the deploy.
+    await (await jetstreamManager(nc)).streams.add({ name: 'USER_OWN', subjects: ['user.>'] });
+    const res = await deploy('POST', 'bad', { topic: 'user.signup' });
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { field: string; error: string }).error).toContain('annotation "topic"');
     expect((await fetch(`${p.gatewayUrl}/system/function/bad`)).status).toBe(404);
   });
 
