@@ -29,6 +29,14 @@ export const SUBJECTS = {
    * without starting more than they have room for (the gateway then asks the scheduler).
    */
   functionInvoke: (name: string, version: number) => `mayfly.fn.${name}.${version}`,
+  /**
+   * Where the worker publishes the result of one attempt of an async call (the
+   * attempt's replyTo), stored in STREAMS.asyncResults so a scheduler that takes
+   * over a call finds the result of an attempt its predecessor was waiting for.
+   * The call id is base64url-encoded: it may contain dots.
+   */
+  asyncResults: 'mayfly.async.result.>',
+  asyncResult: (callId: string, attempt: number) => `mayfly.async.result.${attempt}.${Buffer.from(callId).toString('base64url')}`,
 } as const;
 
 export const QUEUE_GROUPS = { schedulers: 'mayfly-schedulers', workers: 'mayfly-workers' } as const;
@@ -36,6 +44,8 @@ export const QUEUE_GROUPS = { schedulers: 'mayfly-schedulers', workers: 'mayfly-
 export const STREAMS = {
   /** Work queue of accepted async calls; a message is removed when a scheduler acks it. */
   async: 'MAYFLY_ASYNC',
+  /** Results of async call attempts (SUBJECTS.asyncResult), the last per attempt, kept for an hour. */
+  asyncResults: 'MAYFLY_ASYNC_RESULTS',
 } as const;
 
 /** Durable pull consumer shared by all scheduler replicas. */
@@ -154,6 +164,8 @@ export const asyncCallSchema = z.object({
   event: invocationEventSchema,
   callbackUrl: z.string().url().optional(),
   submittedAt: z.number(),
+  /** The trigger that started the call (contracts/triggers.ts): `subject:<pattern>` or `schedule`. */
+  trigger: z.string().max(300).optional(),
 });
 export type AsyncCall = z.infer<typeof asyncCallSchema>;
 
@@ -185,5 +197,7 @@ export const callRecordSchema = z.object({
    * even when its message is redelivered to another scheduler.
    */
   callbackStatus: z.enum(['pending', 'sending', 'sent', 'failed']).optional(),
+  /** The trigger that started the call, for calls from a NATS subject or a schedule (contracts/triggers.ts). */
+  trigger: z.string().optional(),
 });
 export type CallRecord = z.infer<typeof callRecordSchema>;

@@ -192,6 +192,17 @@ export const configSchema = z.object({
   MAYFLY_NPM_REGISTRY: z.string().url().optional(),
   /** Package builds one gateway runs at once (a few more wait; beyond that 429). */
   MAYFLY_PACKAGE_BUILDS: int(1, 64).default(2),
+
+  // ---- triggers (NATS subjects and schedules, scheduler/triggers/) ----
+  /**
+   * Largest message body a subject trigger passes to a function; a larger one is recorded `failed` (413).
+   * Keep it below 3/4 of nats-server's max_payload (1 MiB by default): the body travels base64-encoded in the async queue.
+   */
+  MAYFLY_TRIGGER_MAX_BODY_BYTES: int(0, 64 * 1024 * 1024).default(640 * 1024),
+  /** Captured messages one scheduler replica maps to async calls at once. */
+  MAYFLY_TRIGGER_CONCURRENCY: int(1, 1000).default(4),
+  /** How often a scheduler replica looks for deployed, updated or removed triggers (one KV status request). */
+  MAYFLY_TRIGGER_REFRESH_MS: int(100, 600_000).default(1000),
 });
 
 export type MayflyConfig = z.infer<typeof configSchema>;

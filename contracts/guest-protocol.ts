@@ -30,6 +30,8 @@ export const invocationEventSchema = z.object({
   headers: headerMap,
   body: z.string(),
   isBase64Encoded: z.boolean(),
+  /** Calls started by a trigger (contracts/triggers.ts): the NATS subject of the message, or `cron-function` for a tick. */
+  topic: z.string().max(255).optional(),
 });
 export type InvocationEvent = z.infer<typeof invocationEventSchema>;
 

@@ -235,6 +235,52 @@ export const WORKER_METRICS = {
   }),
 } as const;
 
+/**
+ * Triggers (scheduler/triggers/), counted by the scheduler replica that did
+ * the work. `trigger` is `subject:<pattern>` (the function's topic subject that
+ * matched) or `schedule`. Finished calls are counted when their final record is
+ * written, like mayfly_queue_processed_total.
+ */
+export const TRIGGER_METRICS = {
+  messages: def({
+    name: 'mayfly_trigger_messages_total',
+    help: 'Messages taken from the trigger capture stream, by subject pattern that matched (`none`: no function matched any more)',
+    type: 'counter',
+    labelNames: ['trigger'],
+  }),
+  started: def({
+    name: 'mayfly_trigger_invocations_total',
+    help: 'Async calls queued by a trigger (a message for one function, or a schedule tick; a repeated Nats-Msg-Id or tick is not counted)',
+    type: 'counter',
+    labelNames: ['trigger', 'function_name'],
+  }),
+  rejected: def({
+    name: 'mayfly_trigger_rejected_total',
+    help: 'Trigger messages recorded failed without a call, by reason (too_large)',
+    type: 'counter',
+    labelNames: ['trigger', 'function_name', 'reason'],
+  }),
+  finished: def({
+    name: 'mayfly_trigger_calls_finished_total',
+    help: 'Trigger calls that got their final record, by status (succeeded, failed, dead, cancelled)',
+    type: 'counter',
+    labelNames: ['trigger', 'function_name', 'status'],
+  }),
+  /** Sampled from the durable consumer when scraped; every replica reports the same value: aggregate with max(). */
+  lag: def({
+    name: 'mayfly_trigger_lag_messages',
+    help: 'Captured messages not yet mapped to calls: waiting (consumer num_pending) or being mapped (num_ack_pending)',
+    type: 'gauge',
+    labelNames: ['state'],
+  }),
+  nextFire: def({
+    name: 'mayfly_schedule_next_fire_timestamp_seconds',
+    help: 'Next tick of each scheduled function (Unix time, seconds)',
+    type: 'gauge',
+    labelNames: ['function_name'],
+  }),
+} as const;
+
 /** The `kind` label of mayfly_vm_start_seconds for how a call's VM was obtained. */
 export type VmStartKindLabel = 'boot' | 'pool' | 'clone' | 'snapshot' | 'unpause';
 

@@ -23,6 +23,8 @@ import { FunctionStore, FunctionStoreError, functionLimits } from '../lib/functi
 import { readFunctionLogs } from '../lib/function-logs.js';
 import { SecretStore } from '../lib/secrets.js';
 import { connectNats, jsonCodec, type NatsConnection } from '../lib/nats.js';
+import { topicSubjects } from '../lib/trigger-annotations.js';
+import { syncTriggerStream, TriggerSubjectConflict } from '../lib/trigger-stream.js';
 import type { GatewayBackend } from './backend.js';
 
 export async function createNatsBackend(
@@ -135,16 +137,46 @@ export async function createNatsBackend(
     }
   }
 
+  /**
+   * Subject triggers: the capture stream takes the function's new `topic`
+   * subjects before the record is stored (a subject another stream holds is a
+   * 400, and nothing is stored), and drops the ones no function uses after.
+   * The scheduler repeats the second step on every change.
+   */
+  const hasTopic = (annotations: Record<string, string> | undefined) => {
+    try {
+      return topicSubjects(annotations ?? {}).length > 0;
+    } catch {
+      return true; // a record from before topics were checked: bring the stream in step anyway
+    }
+  };
+  async function withTriggers<T>(name: string, before: Record<string, string> | undefined, after: Record<string, string> | undefined, save: () => Promise<T>): Promise<T> {
+    if (!hasTopic(before) && !hasTopic(after)) return save();
+    if (after && hasTopic(after)) {
+      const others = (await store.list()).filter((f) => f.name !== name);
+      try {
+        await syncTriggerStream(nc, [...others, { annotations: after }, ...(before ? [{ annotations: before }] : [])]);
+      } catch (err) {
+        if (err instanceof TriggerSubjectConflict) throw new FunctionStoreError('INVALID', `annotation "topic": ${err.message}`, 'annotations.topic');
+        throw err;
+      }
+    }
+    const out = await save();
+    await syncTriggerStream(nc, await store.list()).catch(() => {}); // the scheduler repairs it if this fails
+    return out;
+  }
+
   const backend: GatewayBackend = {
     createFunction: async (req) => {
       await checkSecrets(req);
-      const fn = await store.create(req);
+      const fn = await withTriggers(req.service, undefined, req.annotations, () => store.create(req));
       await functions.refresh(fn.name);
       return fn;
     },
     updateFunction: async (req) => {
       await checkSecrets(req);
-      const fn = await store.update(req);
+      const old = await store.get(req.service);
+      const fn = await withTriggers(req.service, old?.annotations, req.annotations ?? {}, () => store.update(req));
       await functions.refresh(fn.name);
       return fn;
     },
@@ -155,7 +187,8 @@ export async function createNatsBackend(
     getFunction: (name) => functions.get(name),
     listFunctions: () => store.list(),
     deleteFunction: async (name) => {
-      const removed = await store.remove(name);
+      const old = await store.get(name);
+      const removed = await withTriggers(name, old?.annotations, undefined, () => store.remove(name));
       await functions.refresh(name);
       return removed;
     },

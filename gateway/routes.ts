@@ -19,6 +19,7 @@ import * as invoke from './handlers/invoke.js';
 import * as secrets from './handlers/secrets.js';
 import * as system from './handlers/system.js';
 import * as tokens from './handlers/tokens.js';
+import * as triggers from './handlers/triggers.js';
 
 /** Deploy bodies carry the code plus the spec around it. */
 export const DEPLOY_BODY_OVERHEAD_BYTES = 64 * 1024;
@@ -89,6 +90,8 @@ export function routeTable(deps: GatewayDeps): RouteSpec[] {
 
     // ---- worker hosts (from their heartbeats; read-only, for the console)
     { method: 'GET', url: '/system/hosts', body: 'none', handler: hosts.listHosts(deps) },
+    // ---- triggers: NATS subjects and schedules (scheduler/triggers/)
+    { method: 'GET', url: '/system/triggers', body: 'none', handler: triggers.listTriggers(deps) },
   ];
 }
 

@@ -8,6 +8,7 @@ import {
   functionNameSchema,
   type DeployBody,
 } from '../contracts/functions.js';
+import { checkTriggerAnnotations, TriggerAnnotationError } from '../lib/trigger-annotations.js';
 import { GatewayError, zodToGatewayError } from './errors.js';
 
 const DEPLOY_FIELDS = Object.keys(deployRequestSchema.shape);
@@ -60,7 +61,18 @@ export function parseDeployBody(body: unknown, maxCodeBytes: number): DeployBody
       { field: 'code' },
     );
   }
+  checkTriggers(r.data.annotations ?? {});
   return r.data;
+}
+
+/** The trigger annotations (topic, schedule, ...): 400 INVALID_ANNOTATION naming the annotation. */
+function checkTriggers(annotations: Record<string, string>): void {
+  try {
+    checkTriggerAnnotations(annotations);
+  } catch (err) {
+    if (!(err instanceof TriggerAnnotationError)) throw err;
+    throw new GatewayError(400, 'INVALID_ANNOTATION', err.message, { field: `annotations.${err.annotation}` });
+  }
 }
 
 /** Body of DELETE /system/functions: `{ "functionName": "..." }`. */

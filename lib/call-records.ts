@@ -130,5 +130,6 @@ export function newRecord(call: AsyncCall): CallRecord {
     logs: [],
     queuedAt: new Date(call.submittedAt).toISOString(),
     ...(call.callbackUrl ? { callbackUrl: call.callbackUrl } : {}),
+    ...(call.trigger ? { trigger: call.trigger } : {}),
   };
 }

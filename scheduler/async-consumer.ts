@@ -11,7 +11,7 @@
  * worker or VM that dies mid-call leaves the message unacked: it is redelivered
  * and the record's state tells the next scheduler where things stand.
  */
-import { createInbox } from '@nats-io/transport-node';
+import { headers as natsHeaders } from '@nats-io/transport-node';
 import type { JsMsg } from '@nats-io/jetstream';
 import {
   asyncCallSchema,
@@ -22,7 +22,9 @@ import {
   type InvokeResult,
 } from '../contracts/bus.js';
 import type { MayflyConfig } from '../contracts/config.js';
+import { NATS_CALLBACK_PROTOCOL } from '../contracts/triggers.js';
 import { asyncConsumer } from '../lib/async-queue.js';
+import { AsyncResults } from '../lib/async-results.js';
 import { CallRecords, isFinal, newRecord } from '../lib/call-records.js';
 import { FunctionStore, functionLimits } from '../lib/function-store.js';
 import type { Logger } from '../lib/logger.js';
@@ -53,13 +55,17 @@ export async function startAsyncConsumer(
   const records = await CallRecords.open(nc, config.MAYFLY_RECORD_TTL_MS);
   const functions = await FunctionStore.open(nc, functionLimits(config));
   const consumer = await asyncConsumer(nc, { ackWaitMs: config.MAYFLY_ASYNC_ACK_WAIT_MS });
+  const results = await AsyncResults.open(nc);
   const perFunction = new Map<string, number>();
   let running = 0;
   let stopped = false;
 
-  /** Runs one attempt; null when no result came back in time (the worker or its host was lost). */
-  async function attempt(call: AsyncCall, fn: InvokeRequest['fn'], msg: JsMsg): Promise<InvokeResult | null> {
-    const inbox = createInbox();
+  /**
+   * Runs attempt number `n`; null when no result came back in time (the worker or its host was lost).
+   * The reply subject is stored by JetStream (lib/async-results.ts): a late result is found there.
+   */
+  async function attempt(call: AsyncCall, fn: InvokeRequest['fn'], msg: JsMsg, n: number): Promise<InvokeResult | null> {
+    const inbox = results.subject(call.callId, n);
     const sub = nc.subscribe(inbox, { max: 1 });
     const keepAlive = setInterval(() => msg.working(), Math.max(500, config.MAYFLY_ASYNC_ACK_WAIT_MS / 3));
     const timeoutMs = fn.timeoutMs + config.MAYFLY_INVOKE_OVERHEAD_MS + config.MAYFLY_PLACEMENT_TIMEOUT_MS;
@@ -73,10 +79,25 @@ export async function startAsyncConsumer(
       const timedOut = new Promise<null>((r) => (timer = setTimeout(() => r(null), timeoutMs)));
       const result = await Promise.race([first, timedOut]);
       clearTimeout(timer);
-      return result;
+      return result ?? (await results.stored(call.callId, n));
     } finally {
       clearInterval(keepAlive);
       sub.unsubscribe();
+    }
+  }
+
+  /** The result of the attempt a lost scheduler was waiting for, waiting until that attempt's deadline; null when none came. */
+  async function lostAttempt(call: AsyncCall, fn: InvokeRequest['fn'], record: CallRecord, msg: JsMsg): Promise<InvokeResult | null> {
+    const startedAt = record.startedAt ? Date.parse(record.startedAt) : 0;
+    const until = startedAt + fn.timeoutMs + config.MAYFLY_INVOKE_OVERHEAD_MS + config.MAYFLY_PLACEMENT_TIMEOUT_MS;
+    const keepAlive = setInterval(() => msg.working(), Math.max(500, config.MAYFLY_ASYNC_ACK_WAIT_MS / 3));
+    log.info({ callId: call.callId, attempt: record.attempts, until: new Date(until).toISOString() }, 'took over a running call; waiting for the result of its attempt');
+    try {
+      const result = await results.await(call.callId, record.attempts, until);
+      if (result) log.info({ callId: call.callId, attempt: record.attempts }, 'took over a call: the lost attempt\'s result was stored, not running it again');
+      return result;
+    } finally {
+      clearInterval(keepAlive);
     }
   }
 
@@ -93,6 +114,7 @@ export async function startAsyncConsumer(
       'x-mayfly-status': record.status,
     };
     const body = mapped ? mapped.body : Buffer.from(JSON.stringify({ error: record.error ?? record.status, callId: record.callId }));
+    if (record.callbackUrl!.startsWith(NATS_CALLBACK_PROTOCOL)) return publishResult(record.callbackUrl!.slice(NATS_CALLBACK_PROTOCOL.length), headers, body);
     for (let i = 0; i < 3; i++) {
       try {
         const res = await fetch(record.callbackUrl!, {
@@ -110,6 +132,24 @@ export async function startAsyncConsumer(
       await new Promise((r) => setTimeout(r, 500 * 2 ** i));
     }
     return 'failed';
+  }
+
+  /**
+   * A trigger call's result to a NATS subject (com.mayfly.reply_subject): one publish, confirmed by a
+   * flush, with Nats-Msg-Id = call id so a function triggered by that subject runs once per result.
+   */
+  async function publishResult(subject: string, headers: Record<string, string>, body: Buffer): Promise<'sent' | 'failed'> {
+    const h = natsHeaders();
+    for (const [k, v] of Object.entries(headers)) h.set(k, v);
+    h.set('Nats-Msg-Id', headers['x-call-id']!); // a captured reply subject (a chain) stores it once
+    try {
+      nc.publish(subject, new Uint8Array(body), { headers: h });
+      await nc.flush();
+      return 'sent';
+    } catch (err) {
+      log.warn({ subject, err: (err as Error).message }, 'result could not be published');
+      return 'failed';
+    }
   }
 
   /** Claims the callback (pending → sending), POSTs it, records the outcome. At most one POST per call. */
@@ -165,10 +205,11 @@ export async function startAsyncConsumer(
       const done = await records.update(call.callId, (r) =>
         isFinal(r.status)
           ? null
-          : { ...r, status: 'failed', error: `function "${call.functionName}" no longer exists`, statusCode: 404, endedAt: now(), callbackStatus: r.callbackUrl ? 'pending' : undefined },
+          : { ...r, status: 'cancelled', error: `function "${call.functionName}" was deleted before the call ran`, statusCode: 404, endedAt: now(), callbackStatus: r.callbackUrl ? 'pending' : undefined },
       );
       if (done) {
-        metrics?.asyncFinished(call.functionName, 'failed', 404, 0);
+        metrics?.asyncFinished(call.functionName, 'cancelled', 404, 0);
+        if (call.trigger) metrics?.triggerFinished(call.trigger, call.functionName, 'cancelled');
         await finishCallback(done, null, policy);
       }
       msg.ack();
@@ -181,15 +222,39 @@ export async function startAsyncConsumer(
     }
     perFunction.set(fn.name, (perFunction.get(fn.name) ?? 0) + 1);
     try {
-      const started = await records.update(call.callId, (r) =>
-        isFinal(r.status) ? null : { ...r, status: 'running', attempts: r.attempts + 1, startedAt: now() },
-      );
-      if (!started) {
-        msg.ack(); // became final meanwhile (cancelled)
-        return;
-      }
       const t0 = performance.now();
-      const result = await attempt(call, fn, msg);
+      // Start an attempt only if nobody else started one since we read the record (compare-and-set on
+      // `attempts`). When another holder of this message did (a redelivery running twice at once), or a
+      // holder died while its attempt ran, that attempt's result, stored or still to come, is the call's.
+      let observed = record;
+      let result: InvokeResult | null = null;
+      let started: CallRecord | null = null;
+      for (let round = 0; !started; round++) {
+        if (observed.status === 'running' && observed.attempts > 0) {
+          result = await lostAttempt(call, fn, observed, msg);
+          if (result) {
+            started = observed;
+            break;
+          }
+        }
+        if (round >= 5) throw new Error(`call ${call.callId} keeps being started by other schedulers`);
+        const seen = observed.attempts;
+        let raced: CallRecord | null = null;
+        started = await records.update(call.callId, (r) => {
+          if (isFinal(r.status)) return null;
+          if (r.attempts !== seen) {
+            raced = r;
+            return null;
+          }
+          return { ...r, status: 'running', attempts: r.attempts + 1, startedAt: now() };
+        });
+        if (started) result = await attempt(call, fn, msg, started.attempts);
+        else if (raced) observed = raced;
+        else {
+          msg.ack(); // became final meanwhile (cancelled)
+          return;
+        }
+      }
       const seconds = (performance.now() - t0) / 1000;
       const statusCode = result ? mapInvokeResult(result).statusCode : 502;
       const d = decide(result, statusCode, started.attempts, policy);
@@ -230,6 +295,7 @@ export async function startAsyncConsumer(
       );
       if (done) {
         metrics?.asyncFinished(fn.name, d.status, statusCode, seconds);
+        if (call.trigger) metrics?.triggerFinished(call.trigger, fn.name, d.status);
         await finishCallback(done, result, policy);
       }
       msg.ack();

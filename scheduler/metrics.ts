@@ -9,7 +9,7 @@
  * gateway_function_invocation_total counts every call, sync or async, once.
  */
 import type { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { GATEWAY_METRICS, QUEUE_METRICS, SCHEDULER_METRICS, type PlacementReasonLabel } from '../contracts/metrics.js';
+import { GATEWAY_METRICS, QUEUE_METRICS, SCHEDULER_METRICS, TRIGGER_METRICS, type PlacementReasonLabel } from '../contracts/metrics.js';
 import { counter, createRegistry, gauge, histogram } from '../lib/metrics.js';
 
 /** What the gauges read at scrape time. */
@@ -24,7 +24,7 @@ export interface SchedulerGaugeSource {
 /** A scrape must not hang on NATS: the queue depth sample gives up after this. */
 const SAMPLE_TIMEOUT_MS = 2000;
 
-export type FinalAsyncStatus = 'succeeded' | 'failed' | 'dead';
+export type FinalAsyncStatus = 'succeeded' | 'failed' | 'dead' | 'cancelled';
 
 export class SchedulerMetrics {
   readonly registry: Registry = createRegistry();
@@ -36,6 +36,13 @@ export class SchedulerMetrics {
   private readonly processed: Counter<'function_name' | 'status'>;
   private readonly retriedTotal: Counter<'function_name'>;
   private readonly deadTotal: Counter<'function_name'>;
+  /** Trigger metrics (TRIGGER_METRICS): counted by scheduler/triggers/ and, for finished calls, here. */
+  readonly triggers: {
+    messages: Counter<'trigger'>;
+    started: Counter<'trigger' | 'function_name'>;
+    rejected: Counter<'trigger' | 'function_name' | 'reason'>;
+    finished: Counter<'trigger' | 'function_name' | 'status'>;
+  };
 
   constructor() {
     const r = this.registry;
@@ -47,6 +54,12 @@ export class SchedulerMetrics {
     this.processed = counter(r, QUEUE_METRICS.processed);
     this.retriedTotal = counter(r, QUEUE_METRICS.retried);
     this.deadTotal = counter(r, QUEUE_METRICS.dead);
+    this.triggers = {
+      messages: counter(r, TRIGGER_METRICS.messages),
+      started: counter(r, TRIGGER_METRICS.started),
+      rejected: counter(r, TRIGGER_METRICS.rejected),
+      finished: counter(r, TRIGGER_METRICS.finished),
+    };
 
     const src = () => this.source;
     gauge(r, SCHEDULER_METRICS.hostsAlive, function (this: Gauge) {
@@ -95,6 +108,11 @@ export class SchedulerMetrics {
     this.functionSeconds.observe(labels, Math.max(0, seconds));
     this.processed.inc({ function_name: functionName, status });
     if (status === 'dead') this.deadTotal.inc({ function_name: functionName });
+  }
+
+  /** A trigger call got its final record (written by this replica). */
+  triggerFinished(trigger: string, functionName: string, status: FinalAsyncStatus): void {
+    this.triggers.finished.inc({ trigger, function_name: functionName, status });
   }
 
   /** An async attempt was put back in the queue to be tried again. */

@@ -28,6 +28,7 @@ import { startAsyncConsumer } from './async-consumer.js';
 import { SchedulerMetrics } from './metrics.js';
 import { rankHosts } from './placement.js';
 import { stamp } from '../lib/trace.js';
+import { startTriggers } from './triggers/index.js';
 
 export interface SchedulerService {
   hosts(): Heartbeat[];
@@ -131,6 +132,7 @@ export async function startScheduler(config: MayflyConfig, log: Logger): Promise
   });
 
   const asyncCalls = await startAsyncConsumer(nc, config, log, place, metrics);
+  const triggers = await startTriggers(nc, config, log, metrics);
 
   metrics.attach({
     hostsAlive: () => alive().length,
@@ -178,6 +180,7 @@ export async function startScheduler(config: MayflyConfig, log: Logger): Promise
       announceSub.unsubscribe();
       sub.unsubscribe();
       hbSub.unsubscribe();
+      await triggers.stop();
       await asyncCalls.stop();
       await nc.drain().catch(() => {});
       await metricsServer.close();

@@ -11,6 +11,7 @@ import type { DeployBody, DeployRequest, FunctionRecord } from '../../contracts/
 import type { GatewayDeps } from '../deps.js';
 import { GatewayError } from '../errors.js';
 import { parseDeleteBody, parseDeployBody, parseFunctionName } from '../validation.js';
+import { scheduleStatus } from './triggers.js';
 
 /**
  * One entry of GET /system/functions: OpenFaaS's FunctionStatus plus Mayfly's fields.
@@ -41,6 +42,8 @@ export interface FunctionStatus {
   version: number;
   /** sha256 of the stored code (or bundle): tells a client whether a deploy changed it. */
   codeHash: string;
+  /** Functions with a `schedule` annotation: its expression and next fire times (UTC). */
+  schedule?: { expression: string; catchUp: boolean; nextRuns: string[] };
 }
 
 export function toFunctionStatus(fn: FunctionRecord, invocationCount: number): FunctionStatus {
@@ -64,7 +67,13 @@ export function toFunctionStatus(fn: FunctionRecord, invocationCount: number): F
     timeout: fn.timeoutMs,
     version: fn.version,
     codeHash: fn.codeHash,
+    ...scheduleField(fn),
   };
+}
+
+function scheduleField(fn: FunctionRecord): Pick<FunctionStatus, 'schedule'> {
+  const schedule = scheduleStatus(fn);
+  return schedule ? { schedule } : {};
 }
 
 export function listFunctions(deps: GatewayDeps): RouteHandlerMethod {

@@ -20,6 +20,8 @@ import { freePort } from '../../infra/nats/nats-server.js';
 import { startPrometheus, type PrometheusHandle } from '../../lib/prometheus-server.js';
 import type { FileSdGroup } from '../../lib/prometheus-sd.js';
 import { TestPlatform } from '../helpers/platform.js';
+import { connect } from '@nats-io/transport-node';
+import { jetstream } from '@nats-io/jetstream';
 
 const DASHBOARD = path.join(PROJECT_ROOT, 'infra', 'grafana', 'dashboards', 'mayfly.json');
 
@@ -162,6 +164,16 @@ beforeAll(async () => {
   expect((await call('obs-err', '')).status).toBe(500);
   expect((await waitFinal(await submit('obs-async', 'hello'))).status).toBe('succeeded');
   expect((await waitFinal(await submit('obs-flaky', 'x'))).status).toBe('dead');
+  // Triggers (issue 15): a message on a subject, one above the body limit, and a schedule (yearly: it
+  // only shows its next tick here; named trig-*, so the obs-* counts below are unchanged).
+  await deploy('trig-topic', `export const handler = async (e) => e.body;`, { annotations: { topic: 'obs.in' } });
+  await deploy('trig-cron', `export const handler = async () => 'tick';`, { annotations: { topic: 'cron-function', schedule: '@yearly' } });
+  const nc = await connect({ servers: p.nats.url });
+  await jetstream(nc).publish('obs.in', new TextEncoder().encode('hi'), { msgID: 'obs-1' });
+  await jetstream(nc).publish('obs.in', new Uint8Array(700 * 1024), { msgID: 'obs-big' });
+  await nc.close();
+  expect((await waitFinal('trig-topic.m-obs-1')).status).toBe('succeeded');
+  expect((await waitFinal('trig-topic.m-obs-big')).status).toBe('failed');
   // Every count is in Prometheus once this is: 3 + 3 + 1 sync, 2 async.
   await waitUntil(
     async () => Number((await query('sum(gateway_function_invocation_total{function_name=~"obs-.*"})'))[0]?.value[1] ?? 0) === 9,
@@ -169,6 +181,7 @@ beforeAll(async () => {
     'Prometheus to scrape the invocation counters',
   );
   await waitUntil(async () => (await query('sum(mayfly_queue_dead_total)')).length === 1, 30_000, 'the dead call in Prometheus');
+  await waitUntil(async () => (await query('sum(mayfly_trigger_rejected_total)')).length === 1, 30_000, 'the trigger counters in Prometheus');
   // A few more scrapes, so rate() over the dashboard's window has two samples of every new series.
   await new Promise((r) => setTimeout(r, 3000));
 });
@@ -230,8 +243,8 @@ describe('metrics through a real Prometheus', () => {
     const kinds = await byLabel('sum by (kind) (mayfly_vm_start_seconds_count{host="w1"})', 'kind');
     expect(kinds.unpause).toBe(2);
     const fresh = (kinds.pool ?? 0) + (kinds.clone ?? 0) + (kinds.boot ?? 0);
-    // obs-req 3 + obs-fn 1 + obs-err 1 + obs-async 1 + obs-flaky 2 attempts
-    expect(fresh).toBe(8);
+    // obs-req 3 + obs-fn 1 + obs-err 1 + obs-async 1 + obs-flaky 2 attempts + trig-topic 1
+    expect(fresh).toBe(9);
     expect(await byLabel('sum by (function_name) (mayfly_cold_starts_total{function_name=~"obs-(req|fn)"})', 'function_name')).toEqual({
       'obs-req': 3,
       'obs-fn': 1,
@@ -261,14 +274,15 @@ describe('metrics through a real Prometheus', () => {
     expect(await byLabel('sum by (function_name) (mayfly_queue_retried_total)', 'function_name')).toEqual({ 'obs-flaky': 1 });
     expect(await byLabel('sum by (function_name) (mayfly_queue_dead_total)', 'function_name')).toEqual({ 'obs-flaky': 1 });
     expect(await byLabel('sum by (state) (mayfly_queue_pending)', 'state')).toEqual({ waiting: 0, running: 0 });
-    // 3 + 3 + 1 sync, 1 + 2 async attempts; the reason depends on how fresh the scheduler's heartbeats were
+    // 3 + 3 + 1 sync, 1 + 2 async attempts, 1 trigger call; the reason depends on how fresh the scheduler's heartbeats were
     const placements = await byLabel('sum by (reason) (mayfly_placements_total)', 'reason');
     expect(Object.keys(placements).sort()).toEqual(['memory', 'none', 'pool', 'snapshot', 'warm']);
     // Sync calls to a version a worker already holds a VM or snapshot of go there in one hop, without placement.
     const routes = await byLabel('sum by (route) (mayfly_gateway_invoke_routes_total)', 'route');
     expect((routes.direct ?? 0) + (routes.placed ?? 0)).toBe(7);
     expect(routes.direct ?? 0).toBeGreaterThanOrEqual(1);
-    const placed = 10 - (routes.direct ?? 0);
+    // 10 async attempts and trigger calls are placed too (11 in all with the sync ones), minus the one-hop calls.
+    const placed = 11 - (routes.direct ?? 0);
     expect(Object.values(placements).reduce((a, b) => a + b, 0)).toBe(placed);
     expect(placements.none).toBe(0);
     expect(Number((await query('sum(mayfly_placement_seconds_count)'))[0]!.value[1])).toBe(placed);

@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { PROJECT_ROOT } from '../../contracts/config.js';
-import { GATEWAY_METRICS, QUEUE_METRICS, SCHEDULER_METRICS, WORKER_METRICS, type MetricDef } from '../../contracts/metrics.js';
+import { GATEWAY_METRICS, QUEUE_METRICS, SCHEDULER_METRICS, TRIGGER_METRICS, WORKER_METRICS, type MetricDef } from '../../contracts/metrics.js';
 import { createRegistry } from '../../lib/metrics.js';
 import { renderPrometheusConfig, SHIPPED_PROMETHEUS_CONFIG } from '../../lib/prometheus-server.js';
 import { prometheusSdFile } from '../../lib/prometheus-sd.js';
@@ -122,6 +122,9 @@ describe('infra/grafana', () => {
       'sum by (host, state) (mayfly_vms', // VMs by state per host
       'mayfly_queue_pending', // queue depth
       'mayfly_host_memory_free_bytes', // host memory
+      'mayfly_trigger_messages_total', // triggers (issue 15)
+      'mayfly_trigger_calls_finished_total',
+      'mayfly_trigger_lag_messages',
     ]) {
       expect(exprs).toContain(needle);
     }
@@ -138,7 +141,7 @@ describe('infra/grafana', () => {
     expect(r.ok, r.out).toBe(true);
 
     const declared = new Set<string>(['up']);
-    for (const d of [GATEWAY_METRICS, QUEUE_METRICS, SCHEDULER_METRICS, WORKER_METRICS].flatMap((g) => Object.values(g) as MetricDef[])) {
+    for (const d of [GATEWAY_METRICS, QUEUE_METRICS, SCHEDULER_METRICS, WORKER_METRICS, TRIGGER_METRICS].flatMap((g) => Object.values(g) as MetricDef[])) {
       declared.add(d.name);
       if (d.type === 'histogram') for (const s of ['_bucket', '_count', '_sum']) declared.add(d.name + s);
     }

@@ -13,6 +13,7 @@ import {
   metricsAnnouncementSchema,
   QUEUE_METRICS,
   SCHEDULER_METRICS,
+  TRIGGER_METRICS,
   vmStartKindLabel,
   WORKER_METRICS,
   type MetricDef,
@@ -23,7 +24,7 @@ import { advertisedHost, createRegistry, startMetricsServer } from '../../lib/me
 import { SchedulerMetrics } from '../../scheduler/metrics.js';
 import { WorkerMetrics } from '../../worker/metrics.js';
 
-const ALL: MetricDef[] = [GATEWAY_METRICS, QUEUE_METRICS, SCHEDULER_METRICS, WORKER_METRICS].flatMap((g) => Object.values(g));
+const ALL: MetricDef[] = [GATEWAY_METRICS, QUEUE_METRICS, SCHEDULER_METRICS, WORKER_METRICS, TRIGGER_METRICS].flatMap((g) => Object.values(g));
 
 function promtool(text: string): string {
   try {
