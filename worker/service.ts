@@ -7,6 +7,7 @@
  */
 import os from 'node:os';
 import type { Subscription } from '@nats-io/transport-node';
+import { jetstream } from '@nats-io/jetstream';
 import {
   heartbeatSchema,
   invokeRequestSchema,
@@ -63,6 +64,9 @@ export function platformCode(code: InvocationErrorCode): PlatformErrorCode {
 }
 
 const CODE_CACHE_ENTRIES = 256;
+/** Reply subjects of async attempts (SUBJECTS.asyncResults without its `>`), and how long a worker retries storing one. */
+const ASYNC_RESULT_PREFIX = SUBJECTS.asyncResults.slice(0, -1);
+const ASYNC_RESULT_STORE_MS = 60_000;
 
 export async function startWorker(config: MayflyConfig, log: Logger): Promise<WorkerService> {
   const hostId = config.MAYFLY_HOST_ID ?? defaultHostId();
@@ -74,6 +78,7 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
   }
   const nc: NatsConnection = await connectNats(config.MAYFLY_NATS_URL, `mayfly-worker-${hostId}`);
   const store = await FunctionStore.open(nc, functionLimits(config));
+  const js = jetstream(nc);
   const secrets = await SecretStore.open(nc, secretsKey(config).key);
   const metrics = new WorkerMetrics(hostId, host.image.runtime);
   const manager = new VmManager(
@@ -175,7 +180,34 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
         outcome: { kind: 'platform', code: 'INTERNAL', message: `the result is ${data.length} bytes, above the bus limit of ${max}` },
       } satisfies InvokeResult);
     }
-    nc.publish(replyTo, data);
+    if (replyTo.startsWith(ASYNC_RESULT_PREFIX)) storeAsyncResult(replyTo, data);
+    else nc.publish(replyTo, data);
+  }
+
+  /**
+   * An async attempt's result goes to a stored stream (lib/async-results.ts): published
+   * through JetStream and retried until stored, so a result sent while nats-server
+   * restarts is not lost (the scheduler would run the call again). The stream keeps one
+   * message per attempt subject, so a retried publish cannot make a second result.
+   */
+  const storing = new Set<Promise<void>>();
+  function storeAsyncResult(subject: string, data: Uint8Array): void {
+    const p = (async () => {
+      const deadline = Date.now() + ASYNC_RESULT_STORE_MS;
+      for (;;) {
+        try {
+          await js.publish(subject, data, { timeout: 2000 });
+          return;
+        } catch (err) {
+          if (Date.now() > deadline || nc.isClosed()) {
+            log.warn({ subject, err: (err as Error).message }, 'could not store an async result; the scheduler may run the call again');
+            return;
+          }
+          await new Promise((r) => setTimeout(r, 250));
+        }
+      }
+    })().finally(() => storing.delete(p));
+    storing.add(p);
   }
 
   async function run(req: InvokeRequest, reservation: Reservation): Promise<void> {
@@ -316,6 +348,7 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
       for (const d of direct.values()) d.unsubscribe();
       direct.clear();
       await Promise.allSettled([...running]);
+      await Promise.allSettled([...storing]);
       await manager.close();
       await nc.drain().catch(() => {});
       await metricsServer.close();
