@@ -183,6 +183,12 @@ export const callRecordSchema = z.object({
   statusCode: z.number().int().optional(),
   result: z.unknown().optional(),
   error: z.string().optional(),
+  /**
+   * The stack of an error the handler threw (source-mapped to the user's own files
+   * for packages and TypeScript). Only here, behind the management API: the HTTP
+   * answer to the caller carries the message and the call id, never the stack.
+   */
+  errorStack: z.string().max(64 * 1024).optional(),
   /** Last lines of the function's logs (bounded). */
   logs: z.array(logLineSchema),
   queuedAt: z.string(),

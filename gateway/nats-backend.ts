@@ -51,6 +51,7 @@ export async function createNatsBackend(
         statusCode,
         ...(result.outcome.kind === 'value' && result.outcome.value !== undefined ? { result: result.outcome.value } : {}),
         ...(result.outcome.kind === 'error' ? { error: result.outcome.error.message } : {}),
+        ...(result.outcome.kind === 'error' && result.outcome.error.stack ? { errorStack: result.outcome.error.stack } : {}),
         ...(result.outcome.kind === 'platform' ? { error: result.outcome.message } : {}),
         logs: result.logs,
         queuedAt: queuedAt.toISOString(),

@@ -286,6 +286,7 @@ export async function startAsyncConsumer(
               statusCode,
               ...(value !== undefined ? { result: value } : {}),
               ...(error !== undefined ? { error } : {}),
+              ...(result?.outcome.kind === 'error' && result.outcome.error.stack ? { errorStack: result.outcome.error.stack.slice(0, 64 * 1024) } : {}),
               logs: result?.logs ?? [],
               endedAt: now(),
               ...(result?.start ? { start: result.start } : {}),

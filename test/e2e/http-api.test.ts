@@ -126,6 +126,11 @@ describe('HTTP API end to end', () => {
     const body = (await thrown.json()) as { error: string; callId: string };
     expect(body.error).toMatch(/handler exploded/);
     expect(body.callId).toBe(thrown.headers.get('x-call-id'));
+    // The caller gets no stack; the call record (management API) has it, pointing at the handler's line.
+    expect(JSON.stringify(body)).not.toMatch(/index\.cjs/);
+    const rec = (await (await fetch(`${url}/system/invocations/${body.callId}`)).json()) as { error?: string; errorStack?: string };
+    expect(rec.error).toMatch(/handler exploded/);
+    expect(rec.errorStack).toMatch(/index\.cjs:6:/);
   });
 
   it('answers bad inputs with a clear 4xx/5xx and keeps serving', async () => {
