@@ -69,8 +69,25 @@ export function resolveInvocation(deps: GatewayDeps): onRequestAsyncHookHandler 
   };
 }
 
+/**
+ * Content types a browser runs as a document (scripts included). Functions share the
+ * console's origin (/ui/), so such an answer is sandboxed: an opaque origin, which
+ * cannot read the gateway's other answers nor send its SameSite=Strict session cookie,
+ * and so cannot act as the operator who opened it. JSON, text and binary answers are
+ * untouched; `nosniff` keeps a browser from treating them as HTML.
+ */
+const DOCUMENT_TYPES = /^\s*(?:text\/html|application\/xhtml\+xml|image\/svg\+xml|text\/xml|application\/xml|[a-z-]+\/[a-z0-9.+-]*\+xml)\b/i;
+export const FUNCTION_DOCUMENT_CSP = 'sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads';
+
 /** onSend: the platform headers on every response of an accepted invocation. */
 export const addPlatformHeaders: onSendHookHandler = async (request, reply, payload) => {
+  reply.header('x-content-type-options', 'nosniff');
+  const type = reply.getHeader('content-type');
+  if (typeof type === 'string' && DOCUMENT_TYPES.test(type)) {
+    // A function's own CSP header is kept; this one is enforced as well (every CSP applies).
+    const own = reply.getHeader('content-security-policy');
+    reply.header('content-security-policy', own ? [...(Array.isArray(own) ? own : [String(own)]), FUNCTION_DOCUMENT_CSP] : FUNCTION_DOCUMENT_CSP);
+  }
   const ctx = getInvocationContext(request);
   if (ctx) {
     const trace = ctx.result?.trace ?? ctx.trace;

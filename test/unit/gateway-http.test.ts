@@ -381,6 +381,21 @@ describe('invocation', () => {
     expect(r.headers['transfer-encoding']).toBeUndefined();
     expect(r.headers['x-mayfly-start']).toBe('warm');
     expect(r.body).toBe('<b>made</b>');
+    // An HTML answer runs sandboxed (functions share the console's origin); never sniffed.
+    expect(r.headers['content-security-policy']).toMatch(/^sandbox /);
+    expect(r.headers['content-security-policy']).not.toMatch(/allow-same-origin/);
+    expect(r.headers['x-content-type-options']).toBe('nosniff');
+  });
+
+  it('keeps a function\'s own CSP and adds the sandbox to it; leaves JSON answers unsandboxed', async () => {
+    setValue({ statusCode: 200, headers: { 'content-type': 'image/svg+xml', 'content-security-policy': "default-src 'self'" }, body: '<svg/>' });
+    const svg = await app.inject({ method: 'GET', url: '/function/echo' });
+    const csp = ([] as string[]).concat(svg.headers['content-security-policy'] as string | string[]);
+    expect(csp).toEqual(["default-src 'self'", expect.stringMatching(/^sandbox /)]);
+    setValue({ statusCode: 200, body: { ok: true } });
+    const json = await app.inject({ method: 'GET', url: '/function/echo' });
+    expect(json.headers['content-security-policy']).toBeUndefined();
+    expect(json.headers['x-content-type-options']).toBe('nosniff');
   });
 
   it('maps an object body to JSON, a base64 body to bytes', async () => {
