@@ -15,6 +15,7 @@ import {
   type CallRecord,
   type CallStatus,
 } from '../contracts/bus.js';
+import { kvKeys } from './kv-keys.js';
 
 /** Lines and characters of function logs kept in a record. */
 export const RECORD_LOG_LINES = 100;
@@ -33,11 +34,14 @@ export function boundedLogs(logs: CallRecord['logs']): CallRecord['logs'] {
 }
 
 export class CallRecords {
-  private constructor(private readonly kv: KV) {}
+  private constructor(
+    private readonly nc: NatsConnection,
+    private readonly kv: KV,
+  ) {}
 
   static async open(nc: NatsConnection, ttlMs: number): Promise<CallRecords> {
     const kv = await new Kvm(nc).create(STORES.calls, { history: 1, ttl: ttlMs });
-    return new CallRecords(kv);
+    return new CallRecords(nc, kv);
   }
 
   async get(callId: string): Promise<CallRecord | null> {
@@ -103,7 +107,7 @@ export class CallRecords {
   /** Newest first, filtered, at most `limit`. Scans the bucket: fine for the bounded retention of records. */
   async list(filter: { function?: string; status?: CallStatus; limit: number }): Promise<CallRecord[]> {
     const out: CallRecord[] = [];
-    for await (const key of await this.kv.keys()) {
+    for (const key of await kvKeys(this.nc, STORES.calls)) {
       const r = await this.get(key).catch(() => null);
       if (!r) continue;
       if (filter.function && r.function !== filter.function) continue;

@@ -18,6 +18,7 @@ import {
 } from '../contracts/functions.js';
 
 import type { MayflyConfig } from '../contracts/config.js';
+import { kvKeys } from './kv-keys.js';
 
 export interface FunctionLimits {
   defaultMemoryMiB: number;
@@ -60,6 +61,7 @@ const dec = new TextDecoder();
 
 export class FunctionStore {
   private constructor(
+    private readonly nc: NatsConnection,
     private readonly kv: KV,
     private readonly code: ObjectStore,
     private readonly limits: FunctionLimits,
@@ -68,7 +70,7 @@ export class FunctionStore {
   static async open(nc: NatsConnection, limits: FunctionLimits): Promise<FunctionStore> {
     const kv = await new Kvm(nc).create(STORES.functions, { history: 1 });
     const code = await new Objm(nc).create(STORES.code);
-    return new FunctionStore(kv, code, limits);
+    return new FunctionStore(nc, kv, code, limits);
   }
 
   async get(name: string): Promise<FunctionRecord | null> {
@@ -79,7 +81,7 @@ export class FunctionStore {
 
   async list(): Promise<FunctionRecord[]> {
     const names: string[] = [];
-    for await (const k of await this.kv.keys()) names.push(k);
+    names.push(...(await kvKeys(this.nc, STORES.functions)));
     const records = await Promise.all(names.sort().map((n) => this.get(n)));
     return records.filter((r): r is FunctionRecord => r !== null);
   }

@@ -10,6 +10,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { Kvm, type KV } from '@nats-io/kv';
 import { z } from 'zod';
 import { STORES } from '../contracts/bus.js';
+import { kvKeys } from './kv-keys.js';
 
 export const secretNameSchema = z.string().regex(/^[a-z0-9]([a-z0-9._-]{0,62})$/, 'must be 1 to 63 characters of a-z, 0-9, ".", "_" and "-", starting with a letter or digit');
 export const MAX_SECRET_BYTES = 64 * 1024;
@@ -32,12 +33,13 @@ export class SecretError extends Error {
 
 export class SecretStore {
   private constructor(
+    private readonly nc: NatsConnection,
     private readonly kv: KV,
     private readonly key: Buffer,
   ) {}
 
   static async open(nc: NatsConnection, key: Buffer): Promise<SecretStore> {
-    return new SecretStore(await new Kvm(nc).create(STORES.secrets, { history: 1 }), key);
+    return new SecretStore(nc, await new Kvm(nc).create(STORES.secrets, { history: 1 }), key);
   }
 
   private seal(name: string, value: string, createdAt: string): string {
@@ -85,7 +87,7 @@ export class SecretStore {
   /** Names only: values never leave the store through the API. */
   async list(): Promise<Array<{ name: string; createdAt: string; updatedAt: string }>> {
     const out = [];
-    for await (const name of await this.kv.keys()) {
+    for (const name of await kvKeys(this.nc, STORES.secrets)) {
       const e = await this.kv.get(name);
       if (e?.operation !== 'PUT') continue;
       const { createdAt, updatedAt } = sealedSchema.parse(e.json());

@@ -9,6 +9,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { Kvm, type KV } from '@nats-io/kv';
 import { z } from 'zod';
 import { STORES } from '../contracts/bus.js';
+import { kvKeys } from './kv-keys.js';
 
 const tokenRecordSchema = z.object({ id: z.string(), name: z.string(), hash: z.string(), createdAt: z.string() });
 export type TokenInfo = Omit<z.infer<typeof tokenRecordSchema>, 'hash'>;
@@ -25,10 +26,13 @@ export function safeEqual(a: string, b: string): boolean {
 }
 
 export class TokenStore {
-  private constructor(private readonly kv: KV) {}
+  private constructor(
+    private readonly nc: NatsConnection,
+    private readonly kv: KV,
+  ) {}
 
   static async open(nc: NatsConnection): Promise<TokenStore> {
-    return new TokenStore(await new Kvm(nc).create(STORES.tokens, { history: 1 }));
+    return new TokenStore(nc, await new Kvm(nc).create(STORES.tokens, { history: 1 }));
   }
 
   async create(name: string): Promise<TokenInfo & { token: string }> {
@@ -41,7 +45,7 @@ export class TokenStore {
 
   async list(): Promise<TokenInfo[]> {
     const out: TokenInfo[] = [];
-    for await (const id of await this.kv.keys()) {
+    for (const id of await kvKeys(this.nc, STORES.tokens)) {
       const e = await this.kv.get(id);
       if (e?.operation !== 'PUT') continue;
       const { hash: _hash, ...info } = tokenRecordSchema.parse(e.json());
