@@ -11,6 +11,7 @@
  * hot path except evicting idle warm VMs when memory is short).
  */
 import { randomBytes } from 'node:crypto';
+import os from 'node:os';
 import type { StartKind } from '../contracts/bus.js';
 import { usesSnapshot, type FunctionRecord } from '../contracts/functions.js';
 import type { Logger } from '../lib/logger.js';
@@ -94,6 +95,9 @@ interface WarmVm {
   pausing: Promise<void> | null;
 }
 
+/** A clone of a function snapshot, resumed, warmed up and paused; its memory is counted. */
+type ReadyClone = { session: GuestSession; memoryMiB: number };
+
 /**
  * A function snapshot (SNAPSHOT_ANNOTATION): a template with one function
  * version loaded, and one VM cloned from it, resumed and paused, ready to
@@ -110,15 +114,18 @@ interface SnapshotEntry {
   /** Ready clones being made now (at most SNAPSHOT_REFILL_PARALLEL). */
   refilling: number;
   /** Calls waiting for the next ready clone (handed over directly instead of pooled). */
-  waiters: Array<(item: { session: GuestSession; memoryMiB: number }) => void>;
+  waiters: Array<(item: ReadyClone) => void>;
   lastUsed: number;
   /** Calls of this version that wanted a fresh VM, per second, and the measured time to make one ready clone. */
   demand: RateMeter;
   refillSeconds: number;
 }
 
-/** Ready clones of one function snapshot made at the same time, at most. */
-const SNAPSHOT_REFILL_PARALLEL = 2;
+/**
+ * Ready clones of one function snapshot made at the same time, at most: one per
+ * core and one more, since a clone's start also waits (QEMU start, restore, QMP).
+ */
+const SNAPSHOT_REFILL_PARALLEL = os.availableParallelism() + 1;
 /** How long a call waits for a ready clone being made before it clones one itself. */
 const SNAPSHOT_WAIT_MS = 1000;
 
@@ -339,7 +346,11 @@ export class VmManager {
         needMiB,
         async () => {
           const t0 = performance.now();
-          const handed = snap.refilling > 0 ? await this.nextReadyClone(snap, SNAPSHOT_WAIT_MS) : null;
+          // This call counts toward the clones to make (see refillSnapshot), then waits for one.
+          const next = this.nextReadyClone(snap, SNAPSHOT_WAIT_MS);
+          this.refillSnapshot(snap);
+          if (snap.refilling === 0) next.cancel();
+          const handed = await next.ready;
           if (handed) {
             // This call's reservation covers it from now on.
             this.reserved -= handed.memoryMiB;
@@ -464,14 +475,17 @@ export class VmManager {
   private refillSnapshot(entry: SnapshotEntry): void {
     const template = entry.template;
     if (!template || this.closed || this.snapshots.get(entry.key) !== entry) return;
-    // Under load the ready clones are made two at a time (a clone's start is CPU-bound: one per core here).
-    if (entry.refilling >= SNAPSHOT_REFILL_PARALLEL || entry.pool.length + entry.refilling >= this.snapshotTarget(entry)) return;
+    // Calls already waiting count too: with closed-loop clients the measured rate is capped by how
+    // fast clones are made, so Little's law alone would keep making them one at a time.
+    const want = Math.max(this.snapshotTarget(entry), entry.waiters.length);
+    if (entry.refilling >= SNAPSHOT_REFILL_PARALLEL || entry.pool.length + entry.refilling >= want) return;
     const needMiB = this.estimateMiB(entry.functionMiB);
     if (this.reserved + needMiB > this.opts.memoryBudgetMiB) return;
     entry.refilling++;
     this.reserved += needMiB;
     this.snapshotWork++;
     const t0 = performance.now();
+    let made = false;
     void (async () => {
       try {
         const session = await this.snapshotClone(entry.functionMiB, template);
@@ -499,6 +513,7 @@ export class VmManager {
         const waiter = entry.waiters.shift();
         if (waiter) waiter(item);
         else entry.pool.push(item);
+        made = true;
         entry.refillSeconds = entry.refillSeconds * 0.7 + ((performance.now() - t0) / 1000) * 0.3;
       } catch (err) {
         this.reserved -= needMiB;
@@ -508,25 +523,28 @@ export class VmManager {
         entry.refilling--;
         this.refill();
         // Grow toward the target after a success only: a failing clone is not retried in a loop.
-        if (entry.pool.length > 0) this.refillSnapshot(entry);
+        if (made) this.refillSnapshot(entry);
       }
     })();
   }
 
-  /** The next clone a refill makes ready, handed to this caller; null after `waitMs`. */
-  private nextReadyClone(entry: SnapshotEntry, waitMs: number): Promise<{ session: GuestSession; memoryMiB: number } | null> {
-    return new Promise((resolve) => {
-      const take = (item: { session: GuestSession; memoryMiB: number }) => {
-        clearTimeout(timer);
-        resolve(item);
-      };
-      const timer = setTimeout(() => {
-        const i = entry.waiters.indexOf(take);
-        if (i >= 0) entry.waiters.splice(i, 1);
-        resolve(null);
-      }, waitMs);
-      entry.waiters.push(take);
-    });
+  /**
+   * Queues for the next clone a refill makes ready: `ready` resolves with it, or
+   * with null after `waitMs` or `cancel()` (the caller then clones one itself).
+   */
+  private nextReadyClone(entry: SnapshotEntry, waitMs: number): { ready: Promise<ReadyClone | null>; cancel(): void } {
+    let settle!: (item: ReadyClone | null) => void;
+    const ready = new Promise<ReadyClone | null>((resolve) => (settle = resolve));
+    const leave = (item: ReadyClone | null) => {
+      clearTimeout(timer);
+      const i = entry.waiters.indexOf(take);
+      if (i >= 0) entry.waiters.splice(i, 1);
+      settle(item);
+    };
+    const take = (item: ReadyClone) => leave(item);
+    const timer = setTimeout(() => leave(null), waitMs);
+    entry.waiters.push(take);
+    return { ready, cancel: () => leave(null) };
   }
 
   private async dropSnapshot(entry: SnapshotEntry, why: string): Promise<void> {
