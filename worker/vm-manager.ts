@@ -302,17 +302,7 @@ export class VmManager {
       if (ready) {
         return this.reservation(
           ready.memoryMiB,
-          async () => {
-            const t0 = performance.now();
-            try {
-              await this.host.driver.start(ready.session.vm);
-            } catch (err) {
-              await ready.session.destroy('snapshot VM failed to start');
-              throw err;
-            }
-            this.refillSnapshot(snap);
-            return { session: ready.session, start: 'snapshot', startMs: performance.now() - t0 };
-          },
+          () => this.startReadyClone(snap, ready, performance.now()),
           ready.session,
         );
       }
@@ -354,14 +344,7 @@ export class VmManager {
           if (handed) {
             // This call's reservation covers it from now on.
             this.reserved -= handed.memoryMiB;
-            try {
-              await this.host.driver.start(handed.session.vm);
-            } catch (err) {
-              await handed.session.destroy('snapshot VM failed to start');
-              throw err;
-            }
-            this.refillSnapshot(snap);
-            return { session: handed.session, start: 'snapshot', startMs: performance.now() - t0 };
+            return this.startReadyClone(snap, handed, t0);
           }
           const session = await this.snapshotClone(snap.functionMiB, template);
           this.refillSnapshot(snap);
@@ -379,6 +362,18 @@ export class VmManager {
       },
       null,
     );
+  }
+
+  /** Unpauses a ready clone of a snapshot for a call (destroyed if it cannot run) and keeps the snapshot's clones coming. */
+  private async startReadyClone(snap: SnapshotEntry, clone: ReadyClone, t0: number): Promise<Omit<Lease, 'release'>> {
+    try {
+      await this.host.driver.start(clone.session.vm);
+    } catch (err) {
+      await clone.session.destroy('snapshot VM failed to start');
+      throw err;
+    }
+    this.refillSnapshot(snap);
+    return { session: clone.session, start: 'snapshot', startMs: performance.now() - t0 };
   }
 
   /** A fresh VM (clone or boot) with the function loaded: the retry path of a failed start. */
