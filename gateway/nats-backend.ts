@@ -90,9 +90,8 @@ export async function createNatsBackend(
       outcome: { kind: 'platform', code, message },
     });
     const timeout = fn.timeoutMs + config.MAYFLY_INVOKE_OVERHEAD_MS;
-    const result = (data: Uint8Array): InvokeResult => {
-      const at = performance.timeOrigin + performance.now();
-      const parsed = invokeResultSchema.safeParse(jsonCodec.decode(data));
+    const result = (body: unknown, at = performance.timeOrigin + performance.now()): InvokeResult => {
+      const parsed = invokeResultSchema.safeParse(body);
       if (parsed.success) stamp(parsed.data.trace, 'gw-result', at);
       return parsed.success ? parsed.data : platform('INTERNAL', `malformed result for call ${callId}`);
     };
@@ -101,8 +100,9 @@ export async function createNatsBackend(
     try {
       stamp(trace, 'gw-send');
       const msg = await nc.request(SUBJECTS.functionInvoke(fn.name, fn.version), jsonCodec.encode(request), { timeout });
-      const refused = directReplySchema.safeParse(jsonCodec.decode(msg.data));
-      if (!refused.success) return { ...result(msg.data), route: 'direct' };
+      const at = performance.timeOrigin + performance.now();
+      const body = jsonCodec.decode(msg.data);
+      if (!directReplySchema.safeParse(body).success) return { ...result(body, at), route: 'direct' };
       // The worker started nothing: placement by the scheduler.
       stamp(trace, 'gw-refused');
     } catch (err) {
@@ -116,7 +116,7 @@ export async function createNatsBackend(
     try {
       stamp(trace, 'gw-place');
       const msg = await nc.request(SUBJECTS.invoke, jsonCodec.encode(request), { timeout });
-      return { ...result(msg.data), route: 'placed' };
+      return { ...result(jsonCodec.decode(msg.data)), route: 'placed' };
     } catch (err) {
       if (err instanceof RequestError && err.isNoResponders()) {
         return platform('NO_SCHEDULER', 'no scheduler is running; start one with `npx mayfly scheduler`');

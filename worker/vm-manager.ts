@@ -88,8 +88,7 @@ interface WarmVm {
   memoryMiB: number;
   timer: NodeJS.Timeout;
   key: string;
-  /** Still running after its last call (the linger), not yet paused. */
-  running: boolean;
+  /** Pauses it when its linger after the last call ends (the VM runs meanwhile: vm.state). */
   linger: NodeJS.Timeout | null;
   /** The pause in flight, if any: a call that takes the VM waits for it, then unpauses. */
   pausing: Promise<void> | null;
@@ -284,7 +283,7 @@ export class VmManager {
           try {
             if (w.pausing) await w.pausing;
             // Still running from its last call (the linger): nothing to unpause.
-            if (!w.running) await this.host.driver.start(w.session.vm);
+            if (w.session.vm.state !== 'running') await this.host.driver.start(w.session.vm);
           } catch (err) {
             await w.session.destroy('warm VM failed to resume');
             throw err;
@@ -466,7 +465,10 @@ export class VmManager {
     return Math.min(Math.max(1, this.opts.poolMax), Math.max(1, Math.ceil(entry.demand.perSecond() * entry.refillSeconds)));
   }
 
-  /** Keeps snapshotTarget() VMs cloned from the snapshot ready and paused, made one at a time. */
+  /**
+   * Keeps VMs cloned from the snapshot ready and paused: snapshotTarget() or, when
+   * more calls are waiting for one, that many; at most SNAPSHOT_REFILL_PARALLEL made at once.
+   */
   private refillSnapshot(entry: SnapshotEntry): void {
     const template = entry.template;
     if (!template || this.closed || this.snapshots.get(entry.key) !== entry) return;
@@ -532,13 +534,12 @@ export class VmManager {
     const ready = new Promise<ReadyClone | null>((resolve) => (settle = resolve));
     const leave = (item: ReadyClone | null) => {
       clearTimeout(timer);
-      const i = entry.waiters.indexOf(take);
+      const i = entry.waiters.indexOf(leave);
       if (i >= 0) entry.waiters.splice(i, 1);
       settle(item);
     };
-    const take = (item: ReadyClone) => leave(item);
     const timer = setTimeout(() => leave(null), waitMs);
-    entry.waiters.push(take);
+    entry.waiters.push(leave);
     return { ready, cancel: () => leave(null) };
   }
 
@@ -622,12 +623,12 @@ export class VmManager {
             this.busy--;
             if (healthy && fn.isolation === 'per-function' && !this.closed) {
               if ((this.opts.warmLingerMs ?? 0) > 0 && lease.session.vm.state !== 'exited') {
-                this.keepWarm(fn, lease.session, memoryMiB, true);
+                this.keepWarm(fn, lease.session, memoryMiB);
                 return;
               }
               try {
                 await this.host.driver.pause(lease.session.vm);
-                this.keepWarm(fn, lease.session, memoryMiB, false);
+                this.keepWarm(fn, lease.session, memoryMiB);
                 return;
               } catch (err) {
                 this.log.warn({ err, vm: lease.session.vm.id }, 'could not pause a warm VM; destroying it');
@@ -641,24 +642,23 @@ export class VmManager {
     };
   }
 
-  private keepWarm(fn: FunctionRecord, session: GuestSession, memoryMiB: number, running: boolean): void {
+  /** Keeps a VM for its function version's next call; one still running is paused after the linger. */
+  private keepWarm(fn: FunctionRecord, session: GuestSession, memoryMiB: number): void {
     const key = warmKey(fn);
     const w: WarmVm = {
       session,
       memoryMiB,
       key,
       timer: setTimeout(() => void this.evict(w, 'idle TTL passed'), this.opts.warmTtlMs),
-      running,
       linger: null,
       pausing: null,
     };
     w.timer.unref();
-    if (running) {
+    if (session.vm.state === 'running') {
       w.linger = setTimeout(() => {
         w.linger = null;
         w.pausing = this.host.driver.pause(session.vm).then(
           () => {
-            w.running = false;
             w.pausing = null;
           },
           (err: unknown) => {
