@@ -37,6 +37,11 @@ export const configSchema = z.object({
   MAYFLY_CLONES: bool.default(true),
   /** QEMU accelerator: `auto` uses KVM when /dev/kvm exists and a probe boot under it succeeds. */
   MAYFLY_ACCEL: z.enum(['auto', 'kvm', 'tcg']).default('auto'),
+  /**
+   * TCG only: QEMU's translated-code buffer per VM, in MiB (0 = QEMU's default of 1 GiB).
+   * What a VM touches of it is most of its private memory; measured in test/bench/RESULTS.md (issue 19).
+   */
+  MAYFLY_QEMU_TB_SIZE_MB: int(0, 4096).default(0),
   /** Hypervisor driver: `qemu` (default) or `xen` (the worker runs in a Xen dom0 and drives `xl`). */
   MAYFLY_DRIVER: z.enum(['qemu', 'xen']).default('qemu'),
   /** Xen guest type: PVH (default) or PV (fallback for hosts without HVM support). */
@@ -155,6 +160,16 @@ export const configSchema = z.object({
   /** A per-function VM keeps running this long after a call before it is paused (back-to-back calls skip pause/unpause); 0 pauses at once. */
   MAYFLY_WARM_LINGER_MS: int(0, 60_000).default(50),
   MAYFLY_HEARTBEAT_MS: int(100, 60_000).default(1000),
+  /**
+   * Admission by measured memory: the worker keeps the host's MemAvailable above this
+   * many MiB (evicting idle warm VMs first, then refusing work), whatever its budget says.
+   */
+  MAYFLY_HOST_MEMORY_RESERVE_MB: int(0, 1024 * 1024).default(1024),
+  /**
+   * A paused warm VM idle this long pages its private memory out to the host's swap
+   * (zram on a density host: README "Density"); 0 turns it off. Without swap it is off.
+   */
+  MAYFLY_IDLE_RECLAIM_MS: int(0, 86_400_000).default(10_000),
   /** Worker's /metrics listener (0 = any free port). */
   MAYFLY_WORKER_METRICS_PORT: int(0, 65535).default(0),
 

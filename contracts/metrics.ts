@@ -233,6 +233,18 @@ export const WORKER_METRICS = {
     labelNames: ['host', 'runtime'],
     buckets: VM_START_BUCKETS,
   }),
+  vmReclaimedBytes: def({
+    name: 'mayfly_vm_reclaimed_bytes_total',
+    help: 'Memory idle paused warm VMs gave back to the host (paged out to swap, MAYFLY_IDLE_RECLAIM_MS), bytes',
+    type: 'counter',
+    labelNames: ['host'],
+  }),
+  vmReclaims: def({
+    name: 'mayfly_vm_reclaims_total',
+    help: 'Idle paused warm VMs paged out (MAYFLY_IDLE_RECLAIM_MS)',
+    type: 'counter',
+    labelNames: ['host'],
+  }),
 } as const;
 
 /**

@@ -29,6 +29,8 @@ export class WorkerMetrics {
   private readonly refills: Counter<'host' | 'runtime'>;
   private readonly refillFailures: Counter<'host' | 'runtime'>;
   private readonly refillSeconds: Histogram<'host' | 'runtime'>;
+  private readonly reclaimedBytes: Counter<'host'>;
+  private readonly reclaims: Counter<'host'>;
 
   constructor(
     readonly hostId: string,
@@ -44,6 +46,10 @@ export class WorkerMetrics {
     this.refills = counter(r, WORKER_METRICS.poolRefills);
     this.refillFailures = counter(r, WORKER_METRICS.poolRefillFailures);
     this.refillSeconds = histogram(r, WORKER_METRICS.poolRefillSeconds);
+    this.reclaimedBytes = counter(r, WORKER_METRICS.vmReclaimedBytes);
+    this.reclaims = counter(r, WORKER_METRICS.vmReclaims);
+    this.reclaims.inc({ host }, 0);
+    this.reclaimedBytes.inc({ host }, 0);
     // Present from the first scrape (0), so rate() sees the first refill.
     this.refills.inc({ host, runtime: poolRuntime }, 0);
     this.refillFailures.inc({ host, runtime: poolRuntime }, 0);
@@ -107,5 +113,11 @@ export class WorkerMetrics {
     } else {
       this.refillFailures.inc(labels);
     }
+  }
+
+  /** An idle warm VM was paged out (VmManagerOptions.onReclaim). */
+  reclaimed(bytes: number): void {
+    this.reclaims.inc({ host: this.hostId });
+    this.reclaimedBytes.inc({ host: this.hostId }, bytes);
   }
 }

@@ -32,6 +32,8 @@ import { WorkerMetrics } from './metrics.js';
 import { VmHost } from './vm-host.js';
 import { stamp } from '../lib/trace.js';
 import { VmManager, type Reservation } from './vm-manager.js';
+import { HostMemory } from './host-memory.js';
+import { swapAvailable } from './driver/page-out.js';
 
 export interface WorkerService {
   hostId: string;
@@ -81,6 +83,15 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
   const js = jetstream(nc);
   const secrets = await SecretStore.open(nc, secretsKey(config).key);
   const metrics = new WorkerMetrics(hostId, host.image.runtime);
+  // Idle reclaim pages VMs out to swap: without swap it would only cost a page walk.
+  const idleReclaimMs = (): number => {
+    if (config.MAYFLY_IDLE_RECLAIM_MS === 0) return 0;
+    if (!swapAvailable()) {
+      log.info('idle reclaim is off: the host has no swap for idle VMs to page out to (README "Density": zram)');
+      return 0;
+    }
+    return config.MAYFLY_IDLE_RECLAIM_MS;
+  };
   const manager = new VmManager(
     host,
     {
@@ -94,6 +105,9 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
       warmLingerMs: config.MAYFLY_WARM_LINGER_MS,
       onRefill: (r) => metrics.refilled(r),
       onServing: (fn, on) => serveDirect(fn, on),
+      hostMemory: new HostMemory(config.MAYFLY_HOST_MEMORY_RESERVE_MB),
+      idleReclaimMs: idleReclaimMs(),
+      onReclaim: (bytes) => metrics.reclaimed(bytes),
     },
     log,
   );

@@ -149,7 +149,7 @@ export class VmHost {
     const { accel, why } = await resolveAccel(config.MAYFLY_ACCEL, config.MAYFLY_CACHE_DIR, image.kernelPath, () =>
       probeKvm(image, runDir, limits),
     );
-    const driver = new QemuDriver({ accel, runDir, consoleLog: config.MAYFLY_GUEST_CONSOLE_LOG });
+    const driver = new QemuDriver({ accel, runDir, consoleLog: config.MAYFLY_GUEST_CONSOLE_LOG, tbSizeMiB: config.MAYFLY_QEMU_TB_SIZE_MB, cacheDir: config.MAYFLY_CACHE_DIR });
     if (!config.MAYFLY_TEMPLATE_DIR) await sweepStaleTemplates();
     return new VmHost(image, driver, why, limits, runDir, config.MAYFLY_TEMPLATE_DIR ?? path.join(defaultShmDir(), `mayfly-${process.pid}`));
   }

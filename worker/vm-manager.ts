@@ -18,6 +18,7 @@ import type { Logger } from '../lib/logger.js';
 import { DriverError } from './driver/types.js';
 import { InvocationError, type GuestSession } from './guest-session.js';
 import { guestMemoryMiB, type Template, type VmHost } from './vm-host.js';
+import type { HostMemory } from './host-memory.js';
 
 export interface VmManagerOptions {
   memoryBudgetMiB: number;
@@ -45,6 +46,15 @@ export interface VmManagerOptions {
    * snapshot. The worker subscribes to that version's one-hop subject meanwhile.
    */
   onServing?: (fn: { name: string; version: number }, serving: boolean) => void;
+  /** Keeps the host's MemAvailable above a reserve (admission by measured memory); unset: the budget only. */
+  hostMemory?: HostMemory;
+  /**
+   * A paused warm VM idle this long gives its private memory back to the host
+   * (driver.reclaim: paged out to swap, e.g. zram); 0 or no swap: never.
+   */
+  idleReclaimMs?: number;
+  /** Told after each idle reclaim (metrics): bytes paged out. */
+  onReclaim?: (bytes: number) => void;
 }
 
 /** Sliding count of events per second over the last `windowMs`. */
@@ -92,6 +102,8 @@ interface WarmVm {
   linger: NodeJS.Timeout | null;
   /** The pause in flight, if any: a call that takes the VM waits for it, then unpauses. */
   pausing: Promise<void> | null;
+  /** Pages the paused VM out when it stays idle (VmManagerOptions.idleReclaimMs). */
+  reclaim: NodeJS.Timeout | null;
 }
 
 /** A clone of a function snapshot, resumed, warmed up and paused; its memory is counted. */
@@ -275,7 +287,9 @@ export class VmManager {
       this.idleOrder.delete(w);
       clearTimeout(w.timer);
       if (w.linger) clearTimeout(w.linger);
+      if (w.reclaim) clearTimeout(w.reclaim);
       w.linger = null;
+      w.reclaim = null;
       return this.reservation(
         w.memoryMiB,
         async () => {
@@ -413,7 +427,7 @@ export class VmManager {
     const key = warmKey(fn);
     if (this.snapshots.has(key)) return;
     const ramMiB = guestMemoryMiB(this.host.image, fn.memoryMiB);
-    if (this.reserved + ramMiB > this.opts.memoryBudgetMiB) return;
+    if (!this.fits(ramMiB)) return;
     for (const e of [...this.snapshots.values()]) if (e.name === fn.name) void this.dropSnapshot(e, 'a newer version replaced it');
     while (this.snapshots.size >= max) {
       const oldest = [...this.snapshots.values()].reduce((a, b) => (b.lastUsed < a.lastUsed ? b : a));
@@ -477,7 +491,7 @@ export class VmManager {
     const want = Math.max(this.snapshotTarget(entry), entry.waiters.length);
     if (entry.refilling >= SNAPSHOT_REFILL_PARALLEL || entry.pool.length + entry.refilling >= want) return;
     const needMiB = this.estimateMiB(entry.functionMiB);
-    if (this.reserved + needMiB > this.opts.memoryBudgetMiB) return;
+    if (!this.fits(needMiB)) return;
     entry.refilling++;
     this.reserved += needMiB;
     this.snapshotWork++;
@@ -562,6 +576,7 @@ export class VmManager {
       for (const w of list.splice(0)) {
         clearTimeout(w.timer);
         if (w.linger) clearTimeout(w.linger);
+        if (w.reclaim) clearTimeout(w.reclaim);
         all.push(w.session.destroy('worker shutting down'));
       }
     }
@@ -652,8 +667,14 @@ export class VmManager {
       timer: setTimeout(() => void this.evict(w, 'idle TTL passed'), this.opts.warmTtlMs),
       linger: null,
       pausing: null,
+      reclaim: null,
     };
     w.timer.unref();
+    const reclaimMs = this.opts.idleReclaimMs ?? 0;
+    if (reclaimMs > 0 && this.host.driver.reclaim) {
+      w.reclaim = setTimeout(() => void this.reclaimIdle(w), (session.vm.state === 'running' ? this.opts.warmLingerMs ?? 0 : 0) + reclaimMs);
+      w.reclaim.unref();
+    }
     if (session.vm.state === 'running') {
       w.linger = setTimeout(() => {
         w.linger = null;
@@ -688,18 +709,40 @@ export class VmManager {
     this.idleOrder.delete(w);
     clearTimeout(w.timer);
     if (w.linger) clearTimeout(w.linger);
+    if (w.reclaim) clearTimeout(w.reclaim);
     this.reserved -= w.memoryMiB;
     await w.session.destroy(why);
     this.refill();
   }
 
+  /** An idle paused warm VM gives its private memory back (it stays warm: the next call faults it in). */
+  private async reclaimIdle(w: WarmVm): Promise<void> {
+    w.reclaim = null;
+    if (!this.idleOrder.has(w) || w.pausing || w.session.vm.state !== 'paused') return;
+    try {
+      const bytes = await this.host.driver.reclaim!(w.session.vm);
+      this.opts.onReclaim?.(bytes);
+    } catch (err) {
+      // Taken or gone meanwhile, or the helper failed: the VM stays as it was.
+      this.log.debug({ err, vm: w.session.vm.id }, 'idle reclaim failed');
+    }
+  }
+
+  /** Room for `needMiB` more: within the memory budget and, when guarded, above the host's MemAvailable reserve. */
+  private fits(needMiB: number): boolean {
+    return this.reserved + needMiB <= this.opts.memoryBudgetMiB && (this.opts.hostMemory?.fits(needMiB) ?? true);
+  }
+
   /** Frees memory by evicting idle warm VMs, oldest first; false when it still does not fit. */
   private makeRoom(needMiB: number): boolean {
     for (const w of this.idleOrder) {
-      if (this.reserved + needMiB <= this.opts.memoryBudgetMiB) break;
-      void this.evict(w, 'memory needed for another call');
+      if (this.fits(needMiB)) break;
+      // What the host gets back: the VM's measured PSS (its estimate when unknown).
+      const kib = this.host.driver.memoryPssKiB(w.session.vm) ?? null;
+      const done = this.evict(w, 'memory needed for another call');
+      this.opts.hostMemory?.freeing(kib !== null ? kib / 1024 : w.memoryMiB, done);
     }
-    return this.reserved + needMiB <= this.opts.memoryBudgetMiB;
+    return this.fits(needMiB);
   }
 
   private reportRefill(t0: number, ok: boolean): void {
@@ -719,7 +762,7 @@ export class VmManager {
     if (this.refilling || this.closed) return;
     if (this.pool.length + this.booting >= this.poolTarget()) return;
     const needMiB = this.estimateMiB(this.opts.poolFunctionMiB);
-    if (this.reserved + needMiB > this.opts.memoryBudgetMiB) return;
+    if (!this.fits(needMiB)) return;
     this.refilling = true;
     this.booting++;
     this.reserved += needMiB;

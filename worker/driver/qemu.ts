@@ -19,6 +19,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { QmpClient } from './qmp.js';
 import { DriverError, type HypervisorDriver, type Vm, type VmExit, type VmSpec, type VmState } from './types.js';
 import { GUEST_KERNEL_ARGS } from './guest-kernel-args.js';
+import { pageOut, pageOutHelper } from './page-out.js';
 
 export type Accel = 'kvm' | 'tcg';
 
@@ -31,6 +32,14 @@ export interface QemuDriverOptions {
   consoleLog?: boolean;
   /** How long QEMU may take to come up with its sockets. */
   startTimeoutMs?: number;
+  /**
+   * TCG translation-buffer size in MiB (`-accel tcg,tb-size=`); 0 keeps QEMU's
+   * default (1 GiB reserved). The touched part of this buffer is most of a
+   * paused clone's private memory, so it caps per-VM footprint (issue 19).
+   */
+  tbSizeMiB?: number;
+  /** Where the page-out helper is compiled (`reclaim`); unset: `reclaim` is not offered. */
+  cacheDir?: string;
 }
 
 /** Kernel arguments measured to boot fast on microvm (../shared/notes/qemu-on-this-machine.md). */
@@ -141,7 +150,7 @@ export class QemuDriver implements HypervisorDriver {
         ? ['-object', `memory-backend-file,id=mem,size=${spec.memoryMiB}M,mem-path=${spec.memoryFile.path},share=${spec.memoryFile.shared ? 'on' : 'off'}`]
         : []),
       ...(spec.incoming ? ['-incoming', 'defer'] : []),
-      '-accel', this.opts.accel,
+      '-accel', this.opts.accel === 'tcg' && this.opts.tbSizeMiB ? `tcg,tb-size=${this.opts.tbSizeMiB}` : this.opts.accel,
       '-cpu', this.opts.accel === 'kvm' ? 'host' : 'max',
       '-m', String(spec.memoryMiB),
       '-smp', String(spec.vcpus ?? 1),
@@ -278,6 +287,21 @@ export class QemuDriver implements HypervisorDriver {
       return m ? Number(m[1]) : null;
     } catch {
       return null;
+    }
+  }
+
+  /**
+   * Pages a paused VM's private memory out to swap (./page-out.ts); resolves to
+   * the bytes advised. Only for a paused VM: a running one would fault it all back.
+   */
+  async reclaim(vm: Vm): Promise<number> {
+    const q = this.own(vm);
+    if (q.state !== 'paused' && q.state !== 'prepared') throw new DriverError('VM_CONTROL_FAILED', `VM ${q.id} is ${q.state}, not paused`);
+    if (!this.opts.cacheDir || q.proc.pid === undefined) return 0;
+    try {
+      return await pageOut(await pageOutHelper(this.opts.cacheDir), q.proc.pid, q.spec.memoryFile?.path);
+    } catch (err) {
+      throw new DriverError('VM_CONTROL_FAILED', `page-out of VM ${q.id} failed: ${(err as Error).message}`);
     }
   }
 

@@ -67,6 +67,11 @@ export interface HypervisorDriver {
   snapshot?(vm: Vm, statePath: string): Promise<void>;
   /** Loads a template's state into a VM created with `incoming`; it is paused afterwards. */
   restore?(vm: Vm, statePath: string): Promise<void>;
+  /**
+   * Gives a paused VM's private memory back to the host (to swap); resolves to
+   * the bytes advised. Optional: QEMU only (Xen guests' memory is the guest's own).
+   */
+  reclaim?(vm: Vm): Promise<number>;
   /** Asks the hypervisor, not a cache. */
   queryState(vm: Vm): Promise<VmState>;
   /** Destroys every VM this driver still owns. */
