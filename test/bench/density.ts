@@ -10,9 +10,10 @@
  *     counts everything (page tables, kernel stacks, zram) as a cross-check
  *   - PSS by mapping kind, from /proc/<pid>/smaps of a sample of clones
  *   - the time to start one more VM (prepareClone + resumeClone), median of
- *     BENCH_DENSITY_SAMPLES (default 7), each destroyed after, against N=10
+ *     BENCH_DENSITY_SAMPLES (default 15), each destroyed after, against N=10
  *   - a warm call's latency (unpause + call + pause) on a VM that is kept
- *     outside the N, against N=10
+ *     outside the N, against N=10; with idle reclaim, also on that VM right
+ *     after it was paged out (what a call sees after the VM sat idle)
  *   - CPU the paused VMs burn while idle
  * Idle reclaim (BENCH_DENSITY_RECLAIM, default 1): each clone is paged out
  * right after it is paused, as the worker does after MAYFLY_IDLE_RECLAIM_MS.
@@ -36,7 +37,7 @@ import { envInt, envList, managed, memAvailableMiB, nodeSpawnMs, onCleanup, prog
 import { grid, mean, percentile, row, table, type Row } from './stats.js';
 
 const NS = [...new Set(envList('BENCH_DENSITY_N', [10, 200, 500, 800, 1000]))].sort((a, b) => a - b);
-const SAMPLES = envInt('BENCH_DENSITY_SAMPLES', 7);
+const SAMPLES = envInt('BENCH_DENSITY_SAMPLES', 15);
 const MIN_FREE_MIB = envInt('BENCH_DENSITY_MIN_FREE_MB', 2048);
 const PARALLEL = Math.max(1, envInt('BENCH_DENSITY_PARALLEL', 2));
 const RECLAIM = envInt('BENCH_DENSITY_RECLAIM', 1) === 1;
@@ -121,8 +122,8 @@ function byMapping(pid: number, ramPath: string): Record<Kind, number> {
 await runBench('density', async () => {
   let swapOn = false;
   if (RECLAIM && !swapAvailable()) {
-    progress('idle reclaim needs swap: turning on zram (scripts/zram-swap.sh on 16384)');
-    execFileSync('bash', [ZRAM_SCRIPT, 'on', '16384'], { stdio: 'inherit' });
+    progress('idle reclaim needs swap: turning on zram (scripts/zram-swap.sh on 40960)');
+    execFileSync('bash', [ZRAM_SCRIPT, 'on', '40960'], { stdio: 'inherit' });
     swapOn = true;
   }
   onCleanup('zram swap', async () => {
@@ -178,6 +179,8 @@ await runBench('density', async () => {
   const baseline = row('host: spawn `node -e 0`');
   const startRows: Row[] = [];
   const warmRows: Row[] = [];
+  const prepareRows: Row[] = [];
+  const reclaimedWarmRows: Row[] = [];
   const memRows: Array<Array<string | number>> = [];
   const mapRows: Array<Array<string | number>> = [];
   let stoppedAt: string | null = null;
@@ -216,11 +219,14 @@ await runBench('density', async () => {
     mapRows.push([`N=${at}`, ...KINDS.map((k) => mean(maps.map((m) => m[k])))]);
 
     const r = row(`start one more VM at N=${at}`);
+    const rp = row(`  of which prepareClone at N=${at}`);
     const w = row(`warm call (unpause + call + pause) at N=${at}`);
+    const wr = row(`warm call on a paged-out VM at N=${at}`);
     for (let i = 0; i < SAMPLES; i++) {
       baseline.samples.push(nodeSpawnMs());
       const t = performance.now();
       const s = await host.prepareClone(128);
+      rp.samples.push(performance.now() - t);
       try {
         await s.resumeClone(randomBytes(64));
         r.samples.push(performance.now() - t);
@@ -232,9 +238,20 @@ await runBench('density', async () => {
       await warmCall(`w${at}-${i}`);
       await d.pause(warm.vm);
       w.samples.push(performance.now() - tw);
+      if (RECLAIM) {
+        // What a call sees after its VM sat idle past MAYFLY_IDLE_RECLAIM_MS.
+        await d.reclaim!(warm.vm);
+        const tr = performance.now();
+        await d.start(warm.vm);
+        await warmCall(`r${at}-${i}`);
+        await d.pause(warm.vm);
+        wr.samples.push(performance.now() - tr);
+      }
     }
     startRows.push(r);
+    prepareRows.push(rp);
     warmRows.push(w);
+    if (RECLAIM) reclaimedWarmRows.push(wr);
     memRows.push([
       `N=${at}`,
       mean(pss),
@@ -267,7 +284,8 @@ await runBench('density', async () => {
   if (stoppedAt) process.stdout.write(`${stoppedAt}\n`);
   const first = startRows[0]!;
   process.stdout.write(`\n${table(startRows.slice(1).concat([baseline]), first)}\n`);
-  process.stdout.write(`\n${table(warmRows.slice(1), warmRows[0]!)}\n`);
+  process.stdout.write(`\n${table(prepareRows.slice(1), prepareRows[0]!)}\n`);
+  process.stdout.write(`\n${table([...warmRows.slice(1), ...reclaimedWarmRows], warmRows[0]!)}\n`);
 
   const last = startRows.at(-1)!;
   const lastN = Number(last.name.split('=')[1]);
