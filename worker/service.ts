@@ -5,6 +5,7 @@
  * Heartbeats its capacity so schedulers can place work. On stop it refuses new
  * work, lets running calls finish, and destroys every VM.
  */
+import fs from 'node:fs';
 import os from 'node:os';
 import type { Subscription } from '@nats-io/transport-node';
 import { jetstream } from '@nats-io/jetstream';
@@ -83,6 +84,11 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
   const js = jetstream(nc);
   const secrets = await SecretStore.open(nc, secretsKey(config).key);
   const metrics = new WorkerMetrics(hostId, host.image.runtime);
+  // Every VM holds three descriptors here (QMP, guest channel, QEMU's stderr): say when the limit is low.
+  const nofile = /^Max open files\s+(\d+|unlimited)/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'))?.[1];
+  if (nofile && nofile !== 'unlimited' && Number(nofile) < 4096) {
+    log.warn({ nofile: Number(nofile) }, `open-file limit ${nofile} allows about ${Math.floor(Number(nofile) / 4)} VMs: raise it (ulimit -Hn, LimitNOFILE=) for a dense host`);
+  }
   // Idle reclaim pages VMs out to swap: without swap it would only cost a page walk.
   const idleReclaimMs = (): number => {
     if (config.MAYFLY_IDLE_RECLAIM_MS === 0) return 0;
@@ -177,7 +183,7 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
           stamp(req.trace, 'worker-recv');
           if (draining) return refuse('host is shutting down');
           if (req.fn.name !== fn.name || req.fn.version !== fn.version) return refuse('function version does not match the subject');
-          if (!admit(req)) refuse('host memory budget is full');
+          if (!admit(req)) refuse(manager.lastRefusal());
         },
       }),
     );
@@ -316,7 +322,7 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
       if (draining) return void reply({ accepted: false, hostId, reason: 'host is shutting down' });
       // The scheduler gave up on this offer already and may have placed the call elsewhere.
       if (Date.now() > parsed.data.offerExpiresAt) return void reply({ accepted: false, hostId, reason: 'offer expired' });
-      if (!admit(parsed.data)) return void reply({ accepted: false, hostId, reason: 'host memory budget is full' });
+      if (!admit(parsed.data)) return void reply({ accepted: false, hostId, reason: manager.lastRefusal() });
       reply({ accepted: true, hostId });
     },
   });

@@ -163,6 +163,7 @@ export class VmManager {
   private refillSeconds = 1;
   private cloneMiB: number | null = null;
   private refills = 0;
+  private refusal = 'host memory budget is full';
   /** What serves each function version here without placement (see onServing): VMs and ready snapshots. */
   private readonly serving = new Map<string, { name: string; version: number; holders: Set<object> }>();
 
@@ -742,7 +743,17 @@ export class VmManager {
       const done = this.evict(w, 'memory needed for another call');
       this.opts.hostMemory?.freeing(kib !== null ? kib / 1024 : w.memoryMiB, done);
     }
-    return this.fits(needMiB);
+    if (this.fits(needMiB)) return true;
+    this.refusal =
+      this.reserved + needMiB > this.opts.memoryBudgetMiB
+        ? 'host memory budget is full'
+        : `host memory is short: MemAvailable would fall below the reserve (MAYFLY_HOST_MEMORY_RESERVE_MB=${this.opts.hostMemory?.reserveMiB})`;
+    return false;
+  }
+
+  /** Why the last `reserve` that returned null refused. */
+  lastRefusal(): string {
+    return this.refusal;
   }
 
   private reportRefill(t0: number, ok: boolean): void {

@@ -125,6 +125,7 @@ describe('admission by measured host memory', () => {
     // Far short: every idle VM is evicted and the call is still refused (null: the scheduler tries elsewhere).
     availMiB = reserve - 500;
     expect(mgr.reserve({ ...base, name: 'fourth' })).toBeNull();
+    expect(mgr.lastRefusal()).toBe('host memory is short: MemAvailable would fall below the reserve (MAYFLY_HOST_MEMORY_RESERVE_MB=1024)');
     await until('every idle VM to be evicted', () => !isAlive(b!.pid) && !isAlive(c!.pid));
     expect(mgr.stats().vms.warm).toBe(0);
 
