@@ -164,6 +164,7 @@ export class VmManager {
   private cloneMiB: number | null = null;
   private refills = 0;
   private refusal = 'host memory budget is full';
+  private reclaimOff = false;
   /** What serves each function version here without placement (see onServing): VMs and ready snapshots. */
   private readonly serving = new Map<string, { name: string; version: number; holders: Set<object> }>();
 
@@ -719,11 +720,17 @@ export class VmManager {
   /** An idle paused warm VM gives its private memory back (it stays warm: the next call faults it in). */
   private async reclaimIdle(w: WarmVm): Promise<void> {
     w.reclaim = null;
-    if (!this.idleOrder.has(w) || w.pausing || w.session.vm.state !== 'paused') return;
+    if (this.reclaimOff || !this.idleOrder.has(w) || w.pausing || w.session.vm.state !== 'paused') return;
     try {
       const bytes = await this.host.driver.reclaim!(w.session.vm);
       this.opts.onReclaim?.(bytes);
     } catch (err) {
+      if (/not permitted/i.test((err as Error).message)) {
+        // process_madvise on another process needs CAP_SYS_NICE: a worker without it cannot reclaim.
+        this.reclaimOff = true;
+        this.log.warn({ err }, 'idle reclaim is off: the worker may not page out its VMs (needs CAP_SYS_NICE, e.g. run as root)');
+        return;
+      }
       // Taken or gone meanwhile, or the helper failed: the VM stays as it was.
       this.log.debug({ err, vm: w.session.vm.id }, 'idle reclaim failed');
     }

@@ -57,7 +57,7 @@ async function call(mgr: VmManager, fn: FunctionRecord, body: string) {
   const lease = await r.acquire(fn, source);
   try {
     const out = await lease.session.invoke({ callId: `${fn.name}-${body}`, event: event(body), timeoutMs: 20_000 });
-    return { out, start: lease.start, pid: qemuPid(lease.session.vm.id) };
+    return { out, start: lease.start, pid: qemuPid(lease.session.vm.id), ramPath: lease.session.vm.spec.memoryFile?.path };
   } finally {
     await lease.release(true);
   }
@@ -67,6 +67,19 @@ function qemuPid(vmId: string): number {
   const pid = childQemuPids().find((p) => fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(`mayfly-${vmId}`));
   if (pid === undefined) throw new Error(`no QEMU for VM ${vmId}`);
   return pid;
+}
+
+/** Resident KiB of the guest RAM file's mapping in a QEMU (the template's pages, shared by its clones). */
+function guestRamRssKiB(pid: number, ramPath: string): number {
+  const ino = fs.statSync(ramPath).ino;
+  let rss = 0;
+  let inRam = false;
+  for (const line of fs.readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+    const m = /^[0-9a-f]+-[0-9a-f]+ \S{4} \S+ \S+ (\d+)/.exec(line);
+    if (m) inRam = Number(m[1]) === ino;
+    else if (inRam && line.startsWith('Rss:')) rss += Number(/(\d+)/.exec(line)![1]);
+  }
+  return rss;
 }
 
 function rollup(pid: number): { pssMiB: number; swapMiB: number } {
@@ -90,8 +103,12 @@ describe('idle reclaim', () => {
     const first = await call(mgr, base, 'a');
     expect(first?.out).toMatchObject({ ok: true, value: { got: 'a', n: 1 } });
     const before = rollup(first!.pid);
+    const ramBefore = guestRamRssKiB(first!.pid, first!.ramPath!);
     await until('the idle reclaim', () => reclaimed.length === 1);
     const after = rollup(first!.pid);
+    // The template's shared pages stay where they are: paging them out would slow every clone.
+    expect(ramBefore).toBeGreaterThan(10_000);
+    expect(guestRamRssKiB(first!.pid, first!.ramPath!)).toBeGreaterThan(ramBefore * 0.9);
     // Paged out: at least 8 MiB of this VM's private memory went to swap and its PSS fell by as much.
     expect(reclaimed[0]!).toBeGreaterThan(8 * 2 ** 20);
     expect(after.swapMiB).toBeGreaterThan(8);

@@ -41,7 +41,7 @@ describe('page-out ranges', () => {
       '55d0c1000000-55d0c1400000 rw-p 00000000 00:00 0 [heap]',
       '7f0000000000-7f0040000000 rwxp 00000000 00:00 0 ',
       '7f0040000000-7f0040001000 ---p 00000000 00:00 0 ',
-      '7f1000000000-7f1008000000 rw-p 00000000 00:1a 77 /dev/shm/mayfly-1/img-128/ram',
+      '7f1000000000-7f1008000000 rw-p 00000000 00:1a 77 /ram',
       '7ffd00000000-7ffd00002000 r--p 00000000 00:00 0 [vvar]',
       '7ffd00002000-7ffd00004000 r-xp 00000000 00:00 0 [vdso]',
       'garbage line',
@@ -50,11 +50,12 @@ describe('page-out ranges', () => {
 
   it('parses /proc/<pid>/maps lines', () => {
     expect(maps).toHaveLength(8);
-    expect(maps[2]).toMatchObject({ start: 0x55d0c1000000n, end: 0x55d0c1400000n, perms: 'rw-p', path: '[heap]' });
+    expect(maps[2]).toMatchObject({ start: 0x55d0c1000000n, end: 0x55d0c1400000n, perms: 'rw-p', inode: 0, path: '[heap]' });
+    expect(maps[5]).toMatchObject({ inode: 77, path: '/ram' });
   });
 
-  it('takes all private memory but the shared guest RAM file, guard pages and the kernel mappings', () => {
-    expect(pageOutRanges(maps, '/dev/shm/mayfly-1/img-128/ram')).toEqual([
+  it('takes all private memory but the shared guest RAM file (by inode: a jailed QEMU sees another path), guard pages and the kernel mappings', () => {
+    expect(pageOutRanges(maps, 77)).toEqual([
       '55d0c0000000-55d0c0100000',
       '55d0c0100000-55d0c0200000',
       '55d0c1000000-55d0c1400000',

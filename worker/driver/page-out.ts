@@ -65,6 +65,8 @@ export interface MapRange {
   start: bigint;
   end: bigint;
   perms: string;
+  /** The mapped file's inode (0: anonymous). Compared by inode, not path: a jailed QEMU sees its files under other paths. */
+  inode: number;
   path: string;
 }
 
@@ -72,16 +74,16 @@ export interface MapRange {
 export function parseMaps(text: string): MapRange[] {
   const out: MapRange[] = [];
   for (const line of text.split('\n')) {
-    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S{4}) \S+ \S+ \S+\s*(.*)$/.exec(line);
-    if (m) out.push({ start: BigInt(`0x${m[1]}`), end: BigInt(`0x${m[2]}`), perms: m[3]!, path: m[4] ?? '' });
+    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S{4}) \S+ \S+ (\d+)\s*(.*)$/.exec(line);
+    if (m) out.push({ start: BigInt(`0x${m[1]}`), end: BigInt(`0x${m[2]}`), perms: m[3]!, inode: Number(m[4]), path: m[5] ?? '' });
   }
   return out;
 }
 
-/** The ranges worth paging out: all but the shared guest RAM file and the kernel's special mappings. */
-export function pageOutRanges(maps: MapRange[], guestRamPath: string | undefined): string[] {
+/** The ranges worth paging out: all but the shared guest RAM file (by inode) and the kernel's special mappings. */
+export function pageOutRanges(maps: MapRange[], guestRamInode: number | undefined): string[] {
   return maps
-    .filter((m) => !(guestRamPath && m.path === guestRamPath))
+    .filter((m) => !(guestRamInode && m.inode === guestRamInode))
     .filter((m) => !/^\[(vdso|vvar|vvar_vclock|vsyscall)\]$/.test(m.path))
     .filter((m) => m.perms.startsWith('r') || m.perms[1] === 'w')
     .map((m) => `${m.start.toString(16)}-${m.end.toString(16)}`);
@@ -122,7 +124,9 @@ export function pageOutHelper(cacheDir: string): Promise<string> {
 /** Pages out a process's private memory; resolves to the bytes advised. */
 export async function pageOut(helperBin: string, pid: number, guestRamPath: string | undefined): Promise<number> {
   const maps = parseMaps(await fsp.readFile(`/proc/${pid}/maps`, 'utf8'));
-  const ranges = pageOutRanges(maps, guestRamPath);
+  // A guest RAM file that cannot be identified: page nothing out rather than the template's pages.
+  const ino = guestRamPath === undefined ? undefined : (await fsp.stat(guestRamPath)).ino;
+  const ranges = pageOutRanges(maps, ino);
   if (ranges.length === 0) return 0;
   const { stdout } = await run(helperBin, [String(pid), ...ranges], { timeout: 30_000 });
   return Number(stdout.trim()) || 0;
