@@ -65,6 +65,8 @@ export function routeTable(deps: GatewayDeps): RouteSpec[] {
     { method: 'PUT', url: '/system/functions', ...deploy, handler: functions.updateFunction(deps) },
     { method: 'DELETE', url: '/system/functions', body: 'json', bodyLimit: 64 * 1024, handler: functions.deleteFunction(deps) },
     { method: 'GET', url: '/system/function/:name', body: 'none', handler: functions.getFunction(deps) },
+    // ---- OpenFaaS namespaces (gateway/namespaces.ts): the one there is
+    { method: 'GET', url: '/system/namespaces', body: 'none', handler: functions.listNamespaces() },
 
     // ---- secrets (values in, names out)
     { method: 'POST', url: '/system/secrets', body: 'json', bodyLimit: 128 * 1024, handler: secrets.createSecret(deps) },

@@ -131,6 +131,11 @@ export class FunctionStore {
     return data ? dec.decode(data) : null;
   }
 
+  /** An image function's root filesystem (gzip'd cpio), by object name; null when it is not stored. */
+  async getRootfs(object: string): Promise<Uint8Array | null> {
+    return this.code.getBlob(object);
+  }
+
   private async toRecord(
     req: DeployRequest,
     meta: Pick<FunctionRecord, 'version' | 'createdAt' | 'updatedAt'>,
@@ -158,6 +163,9 @@ export class FunctionStore {
     }
     const hash = codeHash(req.code);
     if (!(await this.code.info(hash))) await this.code.putBlob({ name: hash }, enc.encode(req.code));
+    // An image function's root filesystem: content-addressed like code, stored once per content.
+    const { data: rootfsData, ...rootfs } = req.rootfs ?? { data: undefined };
+    if (req.rootfs && !(await this.code.info(req.rootfs.object))) await this.code.putBlob({ name: req.rootfs.object }, rootfsData!);
     return {
       name: req.service,
       runtime: req.runtime,
@@ -172,6 +180,7 @@ export class FunctionStore {
       labels: req.labels ?? {},
       annotations: req.annotations ?? {},
       secrets: [...new Set(req.secrets ?? [])],
+      ...(req.rootfs ? { rootfs: rootfs as NonNullable<FunctionRecord['rootfs']>, envProcess: req.envProcess ?? '' } : {}),
       ...meta,
     };
   }
