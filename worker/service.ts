@@ -30,6 +30,7 @@ import { connectNats, jsonCodec, type NatsConnection } from '../lib/nats.js';
 import { InvocationError, type InvocationErrorCode } from './guest-session.js';
 import { WorkerMetrics } from './metrics.js';
 import { VmHost } from './vm-host.js';
+import { BootImages, type BootImage } from './oci-boot.js';
 import { stamp } from '../lib/trace.js';
 import { VmManager, type Reservation } from './vm-manager.js';
 
@@ -110,6 +111,9 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
     codeCache.set(hash, fetched);
     return fetched;
   }
+
+  // Image functions: the runtime initramfs + the image's root filesystem, cached per (image, rootfs).
+  const bootImages = new BootImages(config.MAYFLY_CACHE_DIR, host.image, (object) => store.getRootfs(object));
 
   let inflight = 0;
   let draining = false;
@@ -231,7 +235,18 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
         return null;
       });
     }
-    if (source === null) {
+    let boot: BootImage | undefined;
+    let bootError = '';
+    if (req.fn.rootfs) {
+      boot = await bootImages.ensure(req.fn.rootfs).catch((err: unknown) => {
+        bootError = (err as Error).message;
+        return undefined;
+      });
+    }
+    if (req.fn.rootfs && !boot) {
+      reservation.cancel();
+      result = fail('CODE_UNAVAILABLE', `function "${req.fn.name}" cannot start: ${bootError}`);
+    } else if (source === null) {
       reservation.cancel();
       result = fail('CODE_UNAVAILABLE', `the code of function "${req.fn.name}" could not be fetched`);
     } else if (secretValues === null) {
@@ -239,7 +254,7 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
       result = fail('INIT_FAILED', `function "${req.fn.name}" cannot start: ${secretError}`);
     } else {
       try {
-        const lease = await reservation.acquire(req.fn, { code: source, secrets: secretValues });
+        const lease = await reservation.acquire(req.fn, { code: source, secrets: secretValues, ...(boot ? { boot } : {}) });
         stamp(req.trace, 'worker-vm');
         metrics.callStarted({
           functionName: req.fn.name,

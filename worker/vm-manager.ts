@@ -18,6 +18,7 @@ import type { Logger } from '../lib/logger.js';
 import { DriverError } from './driver/types.js';
 import { InvocationError, type GuestSession } from './guest-session.js';
 import { guestMemoryMiB, type Template, type VmHost } from './vm-host.js';
+import { rootfsExtraMiB, type BootImage } from './oci-boot.js';
 
 export interface VmManagerOptions {
   memoryBudgetMiB: number;
@@ -75,6 +76,8 @@ export interface Lease {
 export interface FunctionSource {
   code: string;
   secrets: Record<string, string>;
+  /** An image function's initramfs (worker/oci-boot.ts): its VMs boot from it, not from the pool or size templates. */
+  boot?: BootImage;
 }
 
 export interface Reservation {
@@ -238,8 +241,8 @@ export class VmManager {
   }
 
   /** A fresh VM for `functionMiB`: a resumed clone of the template, or a cold boot. */
-  private async freshVm(functionMiB: number): Promise<{ session: GuestSession; kind: StartKind }> {
-    if (this.opts.clones) {
+  private async freshVm(functionMiB: number, boot?: BootImage): Promise<{ session: GuestSession; kind: StartKind }> {
+    if (this.opts.clones && !boot) {
       const session = await this.host.prepareClone(functionMiB);
       try {
         await session.resumeClone(randomBytes(64));
@@ -249,7 +252,7 @@ export class VmManager {
       }
       return { session, kind: 'clone' };
     }
-    const session = await this.host.prepare(functionMiB);
+    const session = await this.host.prepare(functionMiB, boot);
     try {
       await session.boot();
     } catch (err) {
@@ -309,7 +312,8 @@ export class VmManager {
     this.demand.mark();
     // A function with a snapshot does not take a runtime pool VM (that would load the module on
     // the call path, ~140 ms under TCG): it waits for a snapshot clone being made, or clones one.
-    const pooled = fn.memoryMiB === this.opts.poolFunctionMiB && !snap?.template ? this.pool.shift() : undefined;
+    // Pool VMs booted the runtime image, without an image function's root filesystem.
+    const pooled = fn.memoryMiB === this.opts.poolFunctionMiB && !snap?.template && !fn.rootfs ? this.pool.shift() : undefined;
     if (pooled) {
       return this.reservation(pooled.memoryMiB, async (source) => {
         const t0 = performance.now();
@@ -324,7 +328,7 @@ export class VmManager {
         return { session: pooled.session, start: 'pool', startMs: performance.now() - t0 };
       }, pooled.session);
     }
-    const needMiB = this.estimateMiB(fn.memoryMiB);
+    const needMiB = this.estimateMiB(fn.memoryMiB) + (fn.rootfs ? rootfsExtraMiB(fn.rootfs) : 0);
     if (!this.makeRoom(needMiB)) return null;
     this.reserved += needMiB;
     if (snap?.template) {
@@ -378,7 +382,7 @@ export class VmManager {
   /** A fresh VM (clone or boot) with the function loaded: the retry path of a failed start. */
   private async startFresh(fn: FunctionRecord, source: FunctionSource): Promise<Omit<Lease, 'release'>> {
     const t0 = performance.now();
-    const { session, kind } = await this.freshVm(fn.memoryMiB);
+    const { session, kind } = await this.freshVm(fn.memoryMiB, source.boot);
     try {
       await session.init(initOf(fn, source));
     } catch (err) {
@@ -412,7 +416,7 @@ export class VmManager {
     if (!usesSnapshot(fn) || max <= 0 || !this.opts.clones || this.closed) return;
     const key = warmKey(fn);
     if (this.snapshots.has(key)) return;
-    const ramMiB = guestMemoryMiB(this.host.image, fn.memoryMiB);
+    const ramMiB = guestMemoryMiB(this.host.image, fn.memoryMiB) + (source.boot?.extraMiB ?? 0);
     if (this.reserved + ramMiB > this.opts.memoryBudgetMiB) return;
     for (const e of [...this.snapshots.values()]) if (e.name === fn.name) void this.dropSnapshot(e, 'a newer version replaced it');
     while (this.snapshots.size >= max) {
@@ -436,7 +440,7 @@ export class VmManager {
     this.reserved += ramMiB;
     this.snapshotWork++;
     const t0 = performance.now();
-    void this.host.functionTemplate(key, initOf(fn, source)).then(
+    void this.host.functionTemplate(key, initOf(fn, source), source.boot).then(
       (t) => {
         this.reserved -= ramMiB;
         this.snapshotWork--;
@@ -786,5 +790,6 @@ function initOf(fn: FunctionRecord, source: FunctionSource) {
     env: fn.envVars,
     memoryLimitInMB: fn.memoryMiB,
     ...(Object.keys(source.secrets).length ? { secrets: source.secrets } : {}),
+    ...(fn.rootfs ? { watchdog: true } : {}),
   };
 }
