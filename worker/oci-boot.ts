@@ -1,7 +1,7 @@
 /**
- * What an image function's VM boots from: the host's guest initramfs (kernel
- * modules, node, the agent as init) with the image's root filesystem appended
- * (a gzip'd cpio under rootfs/, made by functions/oci/ at deploy). The kernel
+ * What an image function's VM boots from: the image's root filesystem (a
+ * gzip'd cpio under rootfs/, made by functions/oci/ at deploy) followed by the
+ * host's guest initramfs (kernel modules, node, the agent as init). The kernel
  * unpacks concatenated archives in order, so the image lands at /rootfs.
  *
  * Content-addressed and cached on disk per (guest image, rootfs sha256):
@@ -52,8 +52,10 @@ export class BootImages {
     const file = path.join(dir, `${key}.img`);
     const baseBytes = (await fsp.stat(this.base.initrdPath)).size;
     const done: BootImage = { initrdPath: file, extraMiB: rootfsExtraMiB(rootfs) };
-    // The kernel reads the next archive right after the previous one (NUL bytes between are skipped): pad to 4.
-    const pad = (4 - (baseBytes % 4)) % 4;
+    // The image's archive goes first: gzip tells the kernel where it ends, while the runtime image's
+    // (lz4 legacy by default) has no end marker and would swallow an archive after it. NUL bytes
+    // between archives are skipped: pad to 4.
+    const pad = (4 - (rootfs.bytes % 4)) % 4;
     if ((await fsp.stat(file).catch(() => null))?.size === baseBytes + pad + rootfs.bytes) return done;
     const data = await this.fetchRootfs(rootfs.object);
     if (!data) throw new Error(`the root filesystem ${rootfs.object} of image ${rootfs.reference} is not in the object store`);
@@ -64,8 +66,8 @@ export class BootImages {
     await fsp.mkdir(dir, { recursive: true });
     const tmp = `${file}.tmp-${process.pid}-${Math.random().toString(16).slice(2)}`;
     try {
-      await fsp.copyFile(this.base.initrdPath, tmp);
-      await fsp.appendFile(tmp, Buffer.concat([Buffer.alloc(pad), data]));
+      await fsp.writeFile(tmp, Buffer.concat([data, Buffer.alloc(pad)]));
+      await fsp.appendFile(tmp, await fsp.readFile(this.base.initrdPath));
       await fsp.rename(tmp, file);
     } finally {
       fs.rmSync(tmp, { force: true });

@@ -1,6 +1,6 @@
 /**
  * OpenFaaS's watchdog contract inside the VM, for image functions: the agent
- * plays the watchdog. The image's root filesystem is at /rootfs (appended to
+ * plays the watchdog. The image's root filesystem is at /rootfs (joined to
  * the initramfs by the worker); its process runs chrooted there (busybox
  * `chroot`, from Mayfly's own /bin/busybox), as root, with the guest's /dev,
  * /proc, /tmp and the function's secrets (/var/openfaas/secrets) bound in.

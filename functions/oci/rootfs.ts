@@ -1,6 +1,6 @@
 /**
  * Image layers → one root filesystem → a gzip'd newc cpio whose entries sit
- * under `rootfs/`. Appended to Mayfly's own initramfs (the kernel unpacks
+ * under `rootfs/`. Put before Mayfly's own initramfs (the kernel unpacks
  * concatenated archives in order), it puts the image at /rootfs in the guest,
  * next to the agent, which runs the function chrooted there.
  *
