@@ -124,6 +124,8 @@ export const functionRecordSchema = z.object({
   rootfs: imageRootfsSchema.optional(),
   /** Image functions: the process the watchdog runs (OpenFaaS's envProcess), as deployed or from the image. */
   envProcess: z.string().optional(),
+  /** Ready VMs asked for by POST /system/scale-function (contracts/scale.ts); absent: the scale labels decide. */
+  replicas: z.number().int().nonnegative().optional(),
   /** Increases on every update: warm VMs are never reused across versions. */
   version: z.number().int().positive(),
   createdAt: z.string(),

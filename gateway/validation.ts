@@ -11,6 +11,7 @@ import {
 import { checkTriggerAnnotations, TriggerAnnotationError } from '../lib/trigger-annotations.js';
 import { GatewayError, zodToGatewayError } from './errors.js';
 import { checkNamespace, stripNamespace } from './namespaces.js';
+import { ScaleLabelError, scaleLimits } from '../contracts/scale.js';
 
 const DEPLOY_FIELDS = Object.keys(deployRequestSchema.shape);
 const DELETE_FIELDS = Object.keys(deleteRequestSchema.shape);
@@ -64,6 +65,12 @@ export function parseDeployBody(body: unknown, maxCodeBytes: number): DeployBody
     );
   }
   checkTriggers(r.data.annotations ?? {});
+  try {
+    scaleLimits(r.data);
+  } catch (err) {
+    if (!(err instanceof ScaleLabelError)) throw err;
+    throw new GatewayError(400, 'INVALID_LABEL', err.message, { field: `labels.${err.label}` });
+  }
   return r.data;
 }
 
@@ -72,6 +79,10 @@ function withoutNamespace(body: unknown, field: 'service' | 'functionName' = 'se
   if (typeof body !== 'object' || body === null || Array.isArray(body)) return body;
   const b = body as Record<string, unknown>;
   if (typeof b.namespace === 'string') checkNamespace(b.namespace);
+  for (const k of ['labels', 'annotations', 'envVars', 'secrets', 'constraints', 'limits', 'requests']) {
+    // Go clients marshal a nil map or slice behind a pointer as null: the same as leaving it out.
+    if (b[k] === null) return withoutNamespace(Object.fromEntries(Object.entries(b).filter(([key]) => key !== k)), field);
+  }
   const v = b[field];
   return typeof v === 'string' && v.includes('.') ? { ...b, [field]: stripNamespace(v) } : body;
 }

@@ -119,6 +119,22 @@ export class FunctionStore {
     return record;
   }
 
+  /** Sets `replicas` (POST /system/scale-function) without a new version: its VMs and snapshot stay valid. null: no such function. */
+  async setReplicas(name: string, replicas: number): Promise<FunctionRecord | null> {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const e = await this.kv.get(name);
+      if (!e || e.operation !== 'PUT') return null;
+      const record = { ...functionRecordSchema.parse(e.json()), replicas };
+      try {
+        await this.kv.update(name, JSON.stringify(record), e.revision);
+        return record;
+      } catch {
+        // changed meanwhile (a deploy, another scale): read it again
+      }
+    }
+    throw new FunctionStoreError('CONFLICT', `function "${name}" kept changing while it was scaled; retry`);
+  }
+
   async remove(name: string): Promise<boolean> {
     if (!(await this.get(name))) return false;
     await this.kv.delete(name);

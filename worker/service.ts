@@ -31,6 +31,7 @@ import { InvocationError, type InvocationErrorCode } from './guest-session.js';
 import { WorkerMetrics } from './metrics.js';
 import { VmHost } from './vm-host.js';
 import { BootImages, type BootImage } from './oci-boot.js';
+import { watchReplicaFloors } from './scale-floor.js';
 import { stamp } from '../lib/trace.js';
 import { VmManager, type Reservation } from './vm-manager.js';
 
@@ -114,6 +115,19 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
 
   // Image functions: the runtime initramfs + the image's root filesystem, cached per (image, rootfs).
   const bootImages = new BootImages(config.MAYFLY_CACHE_DIR, host.image, (object) => store.getRootfs(object));
+
+  // OpenFaaS replicas: ready VMs per function, from com.openfaas.scale.min / scale-function (worker/scale-floor.ts).
+  const floors = await watchReplicaFloors(
+    nc,
+    manager,
+    async (fn) => {
+      const c = await code(fn.codeHash);
+      if (c === null) return null;
+      const boot = fn.rootfs ? await bootImages.ensure(fn.rootfs) : undefined;
+      return { code: c, secrets: {}, ...(boot ? { boot } : {}) };
+    },
+    log,
+  );
 
   let inflight = 0;
   let draining = false;
@@ -347,6 +361,7 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
       warm: s.warm,
       pools: s.pools,
       snapshots: s.snapshots.filter((x) => x.ready).map((x) => x.key),
+      ready: Object.fromEntries(s.snapshots.filter((x) => x.pooled > 0).map((x) => [x.key, x.pooled])),
     });
     nc.publish(SUBJECTS.heartbeat, jsonCodec.encode(hb));
   };
@@ -358,6 +373,7 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
     manager,
     async stop() {
       draining = true;
+      floors.stop();
       clearInterval(heartbeat);
       sub.unsubscribe();
       for (const d of direct.values()) d.unsubscribe();

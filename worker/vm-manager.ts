@@ -154,6 +154,8 @@ export class VmManager {
   private refillSeconds = 1;
   private cloneMiB: number | null = null;
   private refills = 0;
+  /** Replica floors (keepReady): ready VMs to keep per function name, for one version. */
+  private readonly floors = new Map<string, { version: number; n: number }>();
   /** What serves each function version here without placement (see onServing): VMs and ready snapshots. */
   private readonly serving = new Map<string, { name: string; version: number; holders: Set<object> }>();
 
@@ -175,6 +177,8 @@ export class VmManager {
       warm: [...this.warm.entries()].filter(([, l]) => l.length > 0).map(([k]) => k),
       pools: { node: this.pool.length },
       snapshots: [...this.snapshots.values()].map((e) => ({ key: e.key, ready: e.template !== null, failed: e.failed, pooled: e.pool.length })),
+      /** Replica floors (keepReady) by function name. */
+      floors: Object.fromEntries([...this.floors.entries()].map(([name, f]) => [`${name}@${f.version}`, f.n])),
       poolTarget: this.poolTarget(),
       refillSeconds: this.refillSeconds,
       refills: this.refills,
@@ -464,9 +468,47 @@ export class VmManager {
     );
   }
 
-  /** Ready clones to keep for a snapshot: Little's law on its own demand, at least one, at most the pool's cap. */
-  snapshotTarget(entry: Pick<SnapshotEntry, 'demand' | 'refillSeconds'>): number {
-    return Math.min(Math.max(1, this.opts.poolMax), Math.max(1, Math.ceil(entry.demand.perSecond() * entry.refillSeconds)));
+  /**
+   * Ready clones to keep for a snapshot: Little's law on its own demand, at least one, at most the pool's cap;
+   * a function with a replica floor (keepReady) keeps at least that many instead of one.
+   */
+  snapshotTarget(entry: Pick<SnapshotEntry, 'demand' | 'refillSeconds'> & { key?: string; name?: string }): number {
+    const cap = Math.max(1, this.opts.poolMax);
+    const little = Math.ceil(entry.demand.perSecond() * entry.refillSeconds);
+    const floor = entry.name !== undefined ? this.floors.get(entry.name) : undefined;
+    if (floor && `${entry.name}@${floor.version}` === entry.key) return Math.max(floor.n, Math.min(cap, little));
+    return Math.min(cap, Math.max(1, little));
+  }
+
+  /**
+   * OpenFaaS replicas (contracts/scale.ts): keep `n` ready VMs of this function
+   * version on this host, as clones of its snapshot (made now if it has none
+   * yet; needs snapshots, so not for functions with secrets). 0 keeps none
+   * ready while idle. Fewer than before: idle ready clones beyond it are destroyed.
+   */
+  keepReady(fn: FunctionRecord, source: FunctionSource | null, n: number): void {
+    if (this.closed) return;
+    this.floors.set(fn.name, { version: fn.version, n });
+    if (n > 0 && source && !this.snapshots.has(warmKey(fn))) this.snapshotLater(fn, source);
+    const entry = this.snapshots.get(warmKey(fn));
+    if (entry) this.trimSnapshot(entry);
+  }
+
+  /** The function has no replica floor any more (deleted, or its scale settings removed). */
+  clearReady(name: string): void {
+    this.floors.delete(name);
+    for (const e of this.snapshots.values()) if (e.name === name) this.trimSnapshot(e);
+  }
+
+  /** Destroys idle ready clones beyond the snapshot's target, then tops it up to the target. */
+  private trimSnapshot(entry: SnapshotEntry): void {
+    const target = this.snapshotTarget(entry);
+    while (entry.pool.length > target) {
+      const v = entry.pool.pop()!;
+      this.reserved -= v.memoryMiB;
+      void v.session.destroy('fewer replicas asked for');
+    }
+    this.refillSnapshot(entry);
   }
 
   /**

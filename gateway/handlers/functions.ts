@@ -9,6 +9,7 @@
 import type { FastifyReply, FastifyRequest, RouteHandlerMethod } from 'fastify';
 import type { DeployBody, DeployRequest, FunctionRecord } from '../../contracts/functions.js';
 import type { GatewayDeps } from '../deps.js';
+import { desiredReplicas } from '../../contracts/scale.js';
 import { GatewayError } from '../errors.js';
 import { checkNamespace, NAMESPACES } from '../namespaces.js';
 import { parseDeleteBody, parseDeployBody, parseFunctionName } from '../validation.js';
@@ -23,7 +24,11 @@ export interface FunctionStatus {
   image: string;
   /** Finished invocations counted by this gateway process (not cluster-wide). */
   invocationCount: number;
-  /** Always 1: functions scale from zero on any host, so a function is always available. */
+  /**
+   * Ready VMs the function asks for (com.openfaas.scale.min or scale-function,
+   * contracts/scale.ts) and those ready now across hosts; 1 and 1 for a function
+   * with neither (it scales from zero on any host, so it is always available).
+   */
   replicas: number;
   availableReplicas: number;
   labels: Record<string, string>;
@@ -47,14 +52,15 @@ export interface FunctionStatus {
   schedule?: { expression: string; catchUp: boolean; nextRuns: string[] };
 }
 
-export function toFunctionStatus(fn: FunctionRecord, invocationCount: number): FunctionStatus {
+export function toFunctionStatus(fn: FunctionRecord, invocationCount: number, readyNow?: number): FunctionStatus {
   const memory = `${fn.memoryMiB}Mi`;
+  const desired = desiredReplicas(fn);
   return {
     name: fn.name,
     image: fn.image,
     invocationCount,
-    replicas: 1,
-    availableReplicas: 1,
+    replicas: desired ?? 1,
+    availableReplicas: desired === undefined ? 1 : (readyNow ?? 0),
     labels: fn.labels,
     annotations: fn.annotations,
     createdAt: fn.createdAt,
@@ -72,6 +78,12 @@ export function toFunctionStatus(fn: FunctionRecord, invocationCount: number): F
   };
 }
 
+/** Ready VMs of this function version across hosts, from their heartbeats. */
+export function readyReplicas(deps: GatewayDeps, fn: Pick<FunctionRecord, 'name' | 'version'>): number {
+  const key = `${fn.name}@${fn.version}`;
+  return (deps.hosts?.list() ?? []).reduce((n, h) => n + (h.ready?.[key] ?? 0), 0);
+}
+
 function scheduleField(fn: FunctionRecord): Pick<FunctionStatus, 'schedule'> {
   const schedule = scheduleStatus(fn);
   return schedule ? { schedule } : {};
@@ -81,7 +93,7 @@ export function listFunctions(deps: GatewayDeps): RouteHandlerMethod {
   return async (_request: FastifyRequest, reply: FastifyReply) => {
     const fns = await deps.backend.listFunctions();
     deps.metrics.setServices(fns.map((f) => f.name));
-    return reply.send(fns.map((f) => toFunctionStatus(f, deps.metrics.invocationCount(f.name))));
+    return reply.send(fns.map((f) => toFunctionStatus(f, deps.metrics.invocationCount(f.name), readyReplicas(deps, f))));
   };
 }
 
@@ -97,7 +109,7 @@ export function getFunction(deps: GatewayDeps): RouteHandlerMethod {
     const name = parseFunctionName((request.params as { name?: unknown }).name);
     const fn = await deps.backend.getFunction(name);
     if (!fn) throw new GatewayError(404, 'FUNCTION_NOT_FOUND', `function "${name}" not found`);
-    return reply.send(toFunctionStatus(fn, deps.metrics.invocationCount(name)));
+    return reply.send(toFunctionStatus(fn, deps.metrics.invocationCount(name), readyReplicas(deps, fn)));
   };
 }
 

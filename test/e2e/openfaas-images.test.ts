@@ -112,6 +112,49 @@ describe('OpenFaaS images end to end', () => {
     expect(await r.text()).toBe('s3cret-value');
   }, 180_000);
 
+  it('com.openfaas.scale.min: "2" keeps two ready VMs (replicas 2); scale-function to 0 and back', async () => {
+    const status = async () => (await (await fetch(`${url}/system/function/scaled`)).json()) as { replicas: number; availableReplicas: number };
+    const readyOnHost = async () => {
+      const hosts = (await (await fetch(`${url}/system/hosts`)).json()) as Array<{ ready?: Record<string, number> }>;
+      return hosts.reduce((n, h) => n + Object.entries(h.ready ?? {}).filter(([k]) => k.startsWith('scaled@')).reduce((a, [, v]) => a + v, 0), 0);
+    };
+    const until = async (what: string, ok: () => Promise<boolean>, ms = 90_000) => {
+      const end = Date.now() + ms;
+      while (!(await ok())) {
+        if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+        await new Promise((r) => setTimeout(r, 300));
+      }
+    };
+    const bad = await faasDeploy({ name: 'scaled', image: `${reg.host}/functions/alpine:latest`, fprocess: 'cat', labels: { 'com.openfaas.scale.min': 'two' } });
+    expect(bad.status).toBe(400);
+    expect(await bad.json()).toMatchObject({ code: 'INVALID_LABEL', field: 'labels.com.openfaas.scale.min' });
+
+    const d = await faasDeploy({ name: 'scaled', image: `${reg.host}/functions/alpine:latest`, fprocess: 'cat', labels: { 'com.openfaas.scale.min': '2' } });
+    expect(d.status).toBe(202);
+    expect((await status()).replicas).toBe(2);
+    // No call needed: the worker makes the snapshot and two ready clones of it.
+    await until('two ready VMs', async () => (await status()).availableReplicas === 2);
+    expect(await readyOnHost()).toBe(2);
+
+    // faas-cli scale: POST /system/scale-function/<name> (proxy/scale.go).
+    const scale = (n: number, name = 'scaled') =>
+      fetch(`${url}/system/scale-function/${name}`, { method: 'POST', headers: { 'user-agent': UA, 'content-type': 'application/json' }, body: JSON.stringify({ serviceName: name, replicas: n }) });
+    expect((await scale(0)).status).toBe(202);
+    expect((await status()).replicas).toBe(0);
+    await until('no ready VMs', async () => (await status()).availableReplicas === 0 && (await readyOnHost()) === 0);
+    // Still callable at 0 (it scales from zero), then back to 1.
+    const r = await faasInvoke('scaled', 'still here');
+    expect(await r.text()).toBe('still here');
+    expect((await scale(1)).status).toBe(202);
+    await until('one ready VM', async () => (await status()).availableReplicas === 1);
+    const r2 = await faasInvoke('scaled', 'from a ready VM');
+    expect(r2.headers.get('x-mayfly-start')).toBe('snapshot');
+    expect(await r2.text()).toBe('from a ready VM');
+
+    expect((await scale(33)).status).toBe(400);
+    expect((await scale(1, 'ghost')).status).toBe(404);
+  }, 240_000);
+
   it('bad images get their error and nothing is stored; other namespaces and names without one are 404s', async () => {
     const missing = await faasDeploy({ name: 'nope', image: `${reg.host}/functions/missing:latest`, fprocess: 'cat' });
     expect(missing.status).toBe(422);

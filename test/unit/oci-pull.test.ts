@@ -104,7 +104,7 @@ describe('OCI image puller', () => {
     reg.push('bad/digest', 'latest', img);
     const layer = JSON.parse(img.manifest.toString()).layers[0] as { digest: string; size: number };
     const evil = Buffer.from(img.blobs.get(layer.digest)!);
-    evil[evil.length - 20] ^= 0xff;
+    evil[evil.length - 20] = evil[evil.length - 20]! ^ 0xff;
     reg.tamper(layer.digest, evil);
     const err = await pullImage(`${reg.host}/bad/digest`, opts(), 'cat').catch((e: unknown) => e as ImageError);
     expect(err).toMatchObject({ code: 'IMAGE_DIGEST_MISMATCH', status: 502 });
