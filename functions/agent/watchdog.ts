@@ -216,6 +216,9 @@ function httpHandler(spec: WatchdogSpec, url: URL): Handler {
           path: `${url.pathname.replace(/\/$/, '')}${event.path || '/'}${q ? `?${q}` : ''}`,
           headers: { ...headers, 'content-length': String(body.length) },
           timeout: Math.max(1, context.deadline - Date.now()),
+          // As lenient as of-watchdog's Go client (LF-only header lines, as CGI servers write them): it is the
+          // function's own server in its own VM, one connection per call.
+          insecureHTTPParser: true,
         },
         (res) => {
           const chunks: Buffer[] = [];
@@ -252,6 +255,10 @@ export async function startWatchdog(spec: WatchdogSpec, deployEnv: Record<string
   const baseEnv: Record<string, string> = { PATH: DEFAULT_PATH, HOME: '/root', ...spec.env, ...deployEnv };
   if (spec.mode === 'classic') return classicHandler(spec, baseEnv);
   const url = new URL(spec.upstreamUrl ?? 'http://127.0.0.1:8082');
+  // A kernel built without IPv4 (the tinyx kernel: CONFIG_INET off) has no TCP loopback to forward to.
+  if (!fs.existsSync('/proc/net/tcp')) {
+    throw new Error('mode=http forwards calls over TCP on the guest loopback, and this guest kernel has no IPv4 (CONFIG_INET): run image functions in http mode with MAYFLY_GUEST_KERNEL=debian, or use the classic fprocess mode');
+  }
   // The guest's loopback (no other interface exists): up, for the server and the forwarder.
   try {
     execFileSync(BUSYBOX, ['ip', 'link', 'set', 'lo', 'up']);

@@ -92,11 +92,20 @@ describe('OpenFaaS images end to end', () => {
     for (const l of ['Http_Method=POST', 'Http_Query=testing=1', 'Http_ContentType=text/plain', `Http_User_Agent=${UA}`, 'MY_SETTING=on', 'Http_Path=/']) expect(lines).toContain(l);
     expect(text).not.toContain('MAYFLY_CHANNEL_FD');
 
-    const bad = await faasDeploy({ name: 'fails', image: `${reg.host}/functions/alpine:latest`, fprocess: 'sh -c exit_3_on_purpose' });
+    const bad = await faasDeploy({ name: 'fails', image: `${reg.host}/functions/alpine:latest`, fprocess: 'cat /no/such/file' });
     expect(bad.status).toBe(202);
     const r = await faasInvoke('fails', 'x');
     expect(r.status).toBe(500);
-    expect(await r.text()).toMatch(/exit status 127/);
+    expect(await r.text()).toMatch(/exit status 1$/);
+    // Its stderr is in the call's logs.
+    const callId = r.headers.get('x-call-id')!;
+    let logs = '';
+    for (let i = 0; i < 50 && !logs.includes("can't open"); i++) {
+      const rec = await fetch(`${url}/system/invocations/${callId}`);
+      if (rec.status === 200) logs = JSON.stringify(((await rec.json()) as { logs?: unknown }).logs ?? []);
+      if (!logs.includes("can't open")) await new Promise((res) => setTimeout(res, 200));
+    }
+    expect(logs).toContain("cat: can't open '/no/such/file'");
   }, 180_000);
 
   it('faas-cli secret create with a .openfaas-fn name; the function reads it at /var/openfaas/secrets', async () => {
@@ -172,4 +181,52 @@ describe('OpenFaaS images end to end', () => {
     expect(dotOnly.status).toBe(404);
     expect((await fetch(`${url}/function/stronghash.staging`, { method: 'POST', body: 'x' })).status).toBe(404);
   }, 120_000);
+});
+
+/**
+ * of-watchdog's mode=http: the image runs an HTTP server (busybox httpd with a
+ * CGI script) and the agent forwards each call to it on the guest's loopback.
+ * TCP needs a guest kernel with IPv4: the tinyx kernel has none, so this
+ * platform boots Debian's (MAYFLY_GUEST_KERNEL=debian).
+ */
+describe('OpenFaaS images in http mode (of-watchdog upstream_url)', () => {
+  let hp: TestPlatform;
+  beforeAll(async () => {
+    reg.push(
+      'functions/web',
+      'latest',
+      await busyboxImage({
+        Env: ['fprocess=httpd -f -p 127.0.0.1:8082 -h /www', 'mode=http', 'upstream_url=http://127.0.0.1:8082'],
+        files: {
+          'www/index.html': { data: 'hello from httpd\n' },
+          'www/cgi-bin/echo': { data: '#!/bin/sh\necho "Content-Type: text/plain"\necho "X-From: cgi"\necho\necho "method=$REQUEST_METHOD query=$QUERY_STRING"\ncat\n', mode: 0o755 },
+        },
+      }),
+    );
+    hp = await TestPlatform.start({ workers: 1, env: { MAYFLY_POOL_SIZE: '0', MAYFLY_GUEST_KERNEL: 'debian' } });
+    await hp.waitForWorkers(['w1'], 0);
+  }, 240_000);
+  afterAll(async () => {
+    const pids = hp?.qemuPids() ?? [];
+    await hp?.stop();
+    for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();
+  });
+
+  it('forwards calls to the server in the VM: path, query, body, status and headers', async () => {
+    const d = await fetch(`${hp.gatewayUrl}/system/functions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ service: 'web', image: `${reg.host}/functions/web:latest` }),
+    });
+    expect(d.status, await d.clone().text()).toBe(202);
+    const r = await fetch(`${hp.gatewayUrl}/function/web/cgi-bin/echo?x=1`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'the body' });
+    const text = await r.text();
+    expect(r.status, text).toBe(200);
+    expect(text).toBe('method=POST query=x=1\nthe body');
+    expect(r.headers.get('x-from')).toBe('cgi');
+    expect(r.headers.get('x-start-time')).toMatch(/^\d+$/);
+    const page = await fetch(`${hp.gatewayUrl}/function/web/index.html`);
+    expect(await page.text()).toBe('hello from httpd\n');
+    expect((await fetch(`${hp.gatewayUrl}/function/web/missing`)).status).toBe(404);
+  }, 180_000);
 });

@@ -110,7 +110,7 @@ const APPLETS = ['sh', 'sha512sum', 'env', 'cat', 'echo', 'httpd', 'wc', 'false'
  * static busybox at /bin/busybox, applet symlinks in /bin, an /etc, and the
  * classic watchdog's `fprocess` env left to the deploy (faas-cli --fprocess).
  */
-export async function busyboxImage(extra: { Env?: string[] } = {}): Promise<BuiltImage> {
+export async function busyboxImage(extra: { Env?: string[]; files?: Record<string, { data: string; mode?: number }> } = {}): Promise<BuiltImage> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mf-oci-'));
   try {
     fs.mkdirSync(path.join(dir, 'bin'));
@@ -120,7 +120,13 @@ export async function busyboxImage(extra: { Env?: string[] } = {}): Promise<Buil
     fs.copyFileSync(fs.realpathSync('/bin/busybox'), path.join(dir, 'bin', 'busybox'));
     fs.chmodSync(path.join(dir, 'bin', 'busybox'), 0o755);
     for (const a of APPLETS) fs.symlinkSync('busybox', path.join(dir, 'bin', a));
-    const layer = await layerFromDir(dir, ['bin', 'etc', 'home']);
+    const top = new Set(['bin', 'etc', 'home']);
+    for (const [name, f] of Object.entries(extra.files ?? {})) {
+      fs.mkdirSync(path.dirname(path.join(dir, name)), { recursive: true });
+      fs.writeFileSync(path.join(dir, name), f.data, { mode: f.mode ?? 0o644 });
+      top.add(name.split('/')[0]!);
+    }
+    const layer = await layerFromDir(dir, [...top]);
     return imageFrom([layer], { Env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', ...(extra.Env ?? [])], WorkingDir: '/home/app' });
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
