@@ -16,6 +16,17 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { busyboxImage, startRegistry, type TestRegistry } from '../helpers/oci-registry.js';
 import { TestPlatform } from '../helpers/platform.js';
 
+/** An of-watchdog style http-mode image: busybox httpd serving a page and a CGI script. */
+function webImage() {
+  return busyboxImage({
+    Env: ['fprocess=httpd -f -p 127.0.0.1:8082 -h /www', 'mode=http', 'upstream_url=http://127.0.0.1:8082'],
+    files: {
+      'www/index.html': { data: 'hello from httpd\n' },
+      'www/cgi-bin/echo': { data: '#!/bin/sh\necho "Content-Type: text/plain"\necho "X-From: cgi"\necho\necho "method=$REQUEST_METHOD query=$QUERY_STRING"\ncat\n', mode: 0o755 },
+    },
+  });
+}
+
 let p: TestPlatform;
 let reg: TestRegistry;
 let url: string;
@@ -24,6 +35,7 @@ const UA = 'faas-cli/0.17.0 (openfaas; linux; amd64)';
 beforeAll(async () => {
   reg = await startRegistry();
   reg.push('functions/alpine', 'latest', await busyboxImage());
+  reg.push('functions/web', 'latest', await webImage());
   p = await TestPlatform.start({ workers: 1, env: { MAYFLY_POOL_SIZE: '1' } });
   url = p.gatewayUrl;
   await p.waitForWorkers(['w1'], 1);
@@ -181,6 +193,16 @@ describe('OpenFaaS images end to end', () => {
     expect(dotOnly.status).toBe(404);
     expect((await fetch(`${url}/function/stronghash.staging`, { method: 'POST', body: 'x' })).status).toBe(404);
   }, 120_000);
+
+  it('an http-mode image on the default tinyx kernel (no IPv4) fails to load with a message saying what to do', async () => {
+    const d = await faasDeploy({ name: 'web', image: `${reg.host}/functions/web:latest` });
+    expect(d.status).toBe(202);
+    const r = await faasInvoke('web', 'x');
+    expect(r.status).toBe(500);
+    const body = (await r.json()) as { code: string; error: string };
+    expect(body.code).toBe('INIT_FAILED');
+    expect(body.error).toContain('MAYFLY_GUEST_KERNEL=debian');
+  }, 120_000);
 });
 
 /**
@@ -192,17 +214,6 @@ describe('OpenFaaS images end to end', () => {
 describe('OpenFaaS images in http mode (of-watchdog upstream_url)', () => {
   let hp: TestPlatform;
   beforeAll(async () => {
-    reg.push(
-      'functions/web',
-      'latest',
-      await busyboxImage({
-        Env: ['fprocess=httpd -f -p 127.0.0.1:8082 -h /www', 'mode=http', 'upstream_url=http://127.0.0.1:8082'],
-        files: {
-          'www/index.html': { data: 'hello from httpd\n' },
-          'www/cgi-bin/echo': { data: '#!/bin/sh\necho "Content-Type: text/plain"\necho "X-From: cgi"\necho\necho "method=$REQUEST_METHOD query=$QUERY_STRING"\ncat\n', mode: 0o755 },
-        },
-      }),
-    );
     hp = await TestPlatform.start({ workers: 1, env: { MAYFLY_POOL_SIZE: '0', MAYFLY_GUEST_KERNEL: 'debian' } });
     await hp.waitForWorkers(['w1'], 0);
   }, 240_000);
