@@ -15,6 +15,7 @@ import { ConsoleSessions, sessionKeyFrom } from '../gateway/console/session.js';
 import { adminPassword, secretsKey } from '../lib/credentials.js';
 import { HostDirectory } from '../lib/host-directory.js';
 import { PackageBuilder, packageBuilderOptions } from '../functions/package/builder.js';
+import { ImagePuller, pullOptions } from '../functions/oci/puller.js';
 import { TokenStore } from '../lib/tokens.js';
 import { createLogger } from '../lib/logger.js';
 import { announceMetrics, processId } from '../lib/metrics-announcer.js';
@@ -87,6 +88,7 @@ export async function gatewayCommand(config: MayflyConfig = loadConfig()): Promi
     hosts,
     packages: new PackageBuilder(packageBuilderOptions(config)),
     maxPackageBytes: config.MAYFLY_PACKAGE_MAX_BYTES,
+    images: new ImagePuller(pullOptions(config)),
   });
   await app.listen({ host: config.MAYFLY_HOST, port: config.MAYFLY_PORT });
   // For the scheduler's Prometheus targets file (see README, Observability).

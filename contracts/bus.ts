@@ -154,6 +154,8 @@ export const heartbeatSchema = z.object({
   pools: z.record(z.string(), z.number().int()),
   /** `name@version` of functions with a ready function snapshot on this host (com.mayfly.snapshot). */
   snapshots: z.array(z.string()).default([]),
+  /** Ready VMs (snapshot clones, paused) per `name@version`: a function's OpenFaaS availableReplicas on this host. */
+  ready: z.record(z.string(), z.number().int()).optional(),
 });
 export type Heartbeat = z.infer<typeof heartbeatSchema>;
 

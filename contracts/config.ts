@@ -218,6 +218,22 @@ export const configSchema = z.object({
   MAYFLY_TRIGGER_CONCURRENCY: int(1, 1000).default(4),
   /** How often a scheduler replica looks for deployed, updated or removed triggers (one KV status request). */
   MAYFLY_TRIGGER_REFRESH_MS: int(100, 600_000).default(1000),
+
+  // ---- OpenFaaS images (functions/oci/): container images as VM root filesystems
+  /** Prepended to image references without a registry host (`functions/alpine` → `<prefix>/functions/alpine`); empty: Docker Hub. */
+  MAYFLY_REGISTRY_PREFIX: z.string().default(''),
+  /** Registries (host:port, comma-separated) reached over plain HTTP; loopback registries always are. */
+  MAYFLY_INSECURE_REGISTRIES: z.string().default(''),
+  /** Credentials for registries that refuse anonymous pulls: `host=user:password`, comma-separated. */
+  MAYFLY_REGISTRY_AUTH: z.string().default(''),
+  /** Compressed layers of one image, at most (bytes). */
+  MAYFLY_IMAGE_MAX_BYTES: int(1024, 16 * 1024 * 1024 * 1024).default(256 * 1024 * 1024),
+  /** The unpacked root filesystem of one image, at most (bytes): it lives in guest RAM. */
+  MAYFLY_IMAGE_MAX_UNPACKED_BYTES: int(1024, 16 * 1024 * 1024 * 1024).default(512 * 1024 * 1024),
+  /** Files (entries) of one unpacked image, at most. */
+  MAYFLY_IMAGE_MAX_FILES: int(1, 10_000_000).default(100_000),
+  /** One registry request (manifest, token, blob download), at most (ms). */
+  MAYFLY_REGISTRY_TIMEOUT_MS: int(100, 3_600_000).default(120_000),
 });
 
 export type MayflyConfig = z.infer<typeof configSchema>;

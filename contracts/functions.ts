@@ -55,12 +55,25 @@ export const deployRequestSchema = z.strictObject({
     .string()
     .regex(HANDLER_PATTERN, 'must be an export name like "handler", or "<file>.<export>" like "index.handler" or "src/index.handler"')
     .default('handler'),
-  /** Accepted for faas-cli compatibility; Mayfly runs `code`, not images. */
+  /**
+   * A container image (OCI/Docker registry) to run instead of `code`: pulled at
+   * deploy, its root filesystem booted in the VM, the function run the way
+   * OpenFaaS's watchdogs do (functions/oci/, functions/agent/watchdog.ts).
+   * With `code` or `package` it is only a label, as before.
+   */
   image: z.string().max(512).optional(),
+  /** OpenFaaS's fprocess for an image function (faas-cli --fprocess): overrides the image's. */
+  envProcess: z.string().max(4096).optional(),
+  /** OpenFaaS namespace; Mayfly has one, `openfaas-fn` (the default). */
+  namespace: z.string().max(63).optional(),
+  /** Sent by faas-cli; accepted and ignored (placement is Mayfly's scheduler's). */
+  constraints: z.array(z.string().max(1024)).max(64).optional(),
+  requests: z.strictObject({ memory: z.union([z.string(), z.number()]).optional(), cpu: z.string().max(64).optional() }).optional(),
+  readOnlyRootFilesystem: z.boolean().optional(),
   envVars: stringMap(256, 32 * 1024)
     .refine((r) => Object.keys(r).every((k) => /^[A-Za-z_][A-Za-z0-9_]*$/.test(k)), 'names must be valid environment variable names')
     .optional(),
-  limits: z.strictObject({ memory: z.union([z.string(), z.number()]).optional() }).optional(),
+  limits: z.strictObject({ memory: z.union([z.string(), z.number()]).optional(), cpu: z.string().max(64).optional() }).optional(),
   timeout: z.union([z.string(), z.number()]).optional(),
   isolation: isolationSchema.default('per-request'),
   labels: stringMap(64, 1024).optional(),
@@ -71,9 +84,26 @@ export const deployRequestSchema = z.strictObject({
 /** The deploy body as sent: `code` or `package`. */
 export type DeployBody = z.infer<typeof deployRequestSchema>;
 /** A deploy ready to store: the code is the source itself or the bundle built from the package. */
-export type DeployRequest = Omit<DeployBody, 'code' | 'package'> & { code: string };
+export type DeployRequest = Omit<DeployBody, 'code' | 'package'> & {
+  code: string;
+  /** An image function: its pulled root filesystem (stored in the object store by FunctionStore). */
+  rootfs?: ImageRootfs & { data: Uint8Array };
+};
 
-export const deleteRequestSchema = z.strictObject({ functionName: functionNameSchema });
+/** The root filesystem of an image function: a gzip'd cpio under rootfs/, in the object store as `object`. */
+export const imageRootfsSchema = z.object({
+  /** registry/repository:tag@sha256:… pulled. */
+  reference: z.string(),
+  digest: z.string(),
+  /** Object store name: `rootfs-<sha256 of the cpio.gz>`. */
+  object: z.string(),
+  sha256: z.string(),
+  bytes: z.number().int().nonnegative(),
+  unpackedBytes: z.number().int().nonnegative(),
+});
+export type ImageRootfs = z.infer<typeof imageRootfsSchema>;
+
+export const deleteRequestSchema = z.strictObject({ functionName: functionNameSchema, namespace: z.string().max(63).optional() });
 
 /** What is stored per function (KV bucket, key = name). Code lives in the object store under `codeHash`. */
 export const functionRecordSchema = z.object({
@@ -90,6 +120,12 @@ export const functionRecordSchema = z.object({
   labels: z.record(z.string(), z.string()),
   annotations: z.record(z.string(), z.string()),
   secrets: z.array(z.string()).default([]),
+  /** Image functions only: the root filesystem the VM boots with (code then holds the watchdog spec). */
+  rootfs: imageRootfsSchema.optional(),
+  /** Image functions: the process the watchdog runs (OpenFaaS's envProcess), as deployed or from the image. */
+  envProcess: z.string().optional(),
+  /** Ready VMs asked for by POST /system/scale-function (contracts/scale.ts); absent: the scale labels decide. */
+  replicas: z.number().int().nonnegative().optional(),
   /** Increases on every update: warm VMs are never reused across versions. */
   version: z.number().int().positive(),
   createdAt: z.string(),

@@ -52,6 +52,8 @@ export const initMessageSchema = z.object({
    * handler compiled instead of running V8's compiler under emulation per VM.
    */
   eager: z.boolean().optional(),
+  /** An image function: `code` is its watchdog spec (contracts/watchdog.ts), run by functions/agent/watchdog.ts. */
+  watchdog: z.boolean().optional(),
 });
 export type InitMessage = z.infer<typeof initMessageSchema>;
 

@@ -32,6 +32,8 @@ export interface GatewayOptions {
   /** Builder of `package` deploys and the largest archive it takes; absent = those deploys answer 501. */
   packages?: PackageBuilderPort;
   maxPackageBytes?: number;
+  /** Puller of `image` deploys (OpenFaaS images); absent = those deploys answer 501. */
+  images?: GatewayDeps['images'];
 }
 
 function isLoggerInstance(v: unknown): boolean {
@@ -70,6 +72,7 @@ export async function buildGateway(opts: GatewayOptions): Promise<FastifyInstanc
     ...(opts.tokens ? { tokens: opts.tokens } : {}),
     ...(opts.hosts ? { hosts: opts.hosts } : {}),
     ...(opts.packages ? { packages: opts.packages, maxPackageBytes: opts.maxPackageBytes ?? 0 } : {}),
+    ...(opts.images ? { images: opts.images } : {}),
   };
 
   const logger = opts.logger ?? false;

@@ -46,4 +46,10 @@ export interface GatewayBackend {
    * through listCalls.
    */
   functionLogs?(query: LogsQuery): Promise<FunctionLogEntry[]>;
+  /**
+   * POST /system/scale-function: sets the ready VMs a function asks for
+   * (contracts/scale.ts), same version. null when there is no such function.
+   * Optional: without it the route answers 501.
+   */
+  scaleFunction?(name: string, replicas: number): Promise<FunctionRecord | null>;
 }

@@ -19,6 +19,21 @@ export interface GatewayDeps {
   packages?: PackageBuilderPort;
   /** Largest package archive (decoded bytes); sets the deploy body limit. */
   maxPackageBytes?: number;
+  /** Pulls `image` deploys (functions/oci/, wired by cli/services.ts); absent: such deploys answer 501. */
+  images?: ImagePullerPort;
+}
+
+/** What the gateway needs from the image puller; errors are named `ImageError` and carry `status` and `code`. */
+export interface ImagePullerPort {
+  pull(
+    image: string,
+    envProcess?: string,
+  ): Promise<{
+    code: string;
+    envProcess: string;
+    rootfs: import('../contracts/functions.js').ImageRootfs & { data: Uint8Array };
+    report: Record<string, unknown>;
+  }>;
 }
 
 /** What the gateway needs from the package builder; errors carry `status`, `code` and `file`. */

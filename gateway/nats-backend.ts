@@ -193,6 +193,11 @@ export async function createNatsBackend(
       await functions.refresh(name);
       return removed;
     },
+    scaleFunction: async (name, replicas) => {
+      const fn = await store.setReplicas(name, replicas);
+      await functions.refresh(name);
+      return fn;
+    },
     invoke,
     async submitAsync(_fn, call) {
       if (!(await records.create(newRecord(call)))) return { duplicate: true };

@@ -15,6 +15,7 @@ import * as asyncCalls from './handlers/async.js';
 import { consolePlugin } from './console/plugin.js';
 import * as functions from './handlers/functions.js';
 import * as hosts from './handlers/hosts.js';
+import * as scale from './handlers/scale.js';
 import * as invoke from './handlers/invoke.js';
 import * as secrets from './handlers/secrets.js';
 import * as system from './handlers/system.js';
@@ -65,6 +66,10 @@ export function routeTable(deps: GatewayDeps): RouteSpec[] {
     { method: 'PUT', url: '/system/functions', ...deploy, handler: functions.updateFunction(deps) },
     { method: 'DELETE', url: '/system/functions', body: 'json', bodyLimit: 64 * 1024, handler: functions.deleteFunction(deps) },
     { method: 'GET', url: '/system/function/:name', body: 'none', handler: functions.getFunction(deps) },
+    // ---- OpenFaaS namespaces (gateway/namespaces.ts): the one there is
+    { method: 'GET', url: '/system/namespaces', body: 'none', handler: functions.listNamespaces() },
+    // ---- OpenFaaS scaling: ready VMs per function (contracts/scale.ts)
+    { method: 'POST', url: '/system/scale-function/:name', body: 'json', bodyLimit: 4096, handler: scale.scaleFunction(deps) },
 
     // ---- secrets (values in, names out)
     { method: 'POST', url: '/system/secrets', body: 'json', bodyLimit: 128 * 1024, handler: secrets.createSecret(deps) },

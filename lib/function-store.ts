@@ -119,6 +119,22 @@ export class FunctionStore {
     return record;
   }
 
+  /** Sets `replicas` (POST /system/scale-function) without a new version: its VMs and snapshot stay valid. null: no such function. */
+  async setReplicas(name: string, replicas: number): Promise<FunctionRecord | null> {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const e = await this.kv.get(name);
+      if (!e || e.operation !== 'PUT') return null;
+      const record = { ...functionRecordSchema.parse(e.json()), replicas };
+      try {
+        await this.kv.update(name, JSON.stringify(record), e.revision);
+        return record;
+      } catch {
+        // changed meanwhile (a deploy, another scale): read it again
+      }
+    }
+    throw new FunctionStoreError('CONFLICT', `function "${name}" kept changing while it was scaled; retry`);
+  }
+
   async remove(name: string): Promise<boolean> {
     if (!(await this.get(name))) return false;
     await this.kv.delete(name);
@@ -129,6 +145,11 @@ export class FunctionStore {
   async getCode(hash: string): Promise<string | null> {
     const data = await this.code.getBlob(hash);
     return data ? dec.decode(data) : null;
+  }
+
+  /** An image function's root filesystem (gzip'd cpio), by object name; null when it is not stored. */
+  async getRootfs(object: string): Promise<Uint8Array | null> {
+    return this.code.getBlob(object);
   }
 
   private async toRecord(
@@ -158,6 +179,9 @@ export class FunctionStore {
     }
     const hash = codeHash(req.code);
     if (!(await this.code.info(hash))) await this.code.putBlob({ name: hash }, enc.encode(req.code));
+    // An image function's root filesystem: content-addressed like code, stored once per content.
+    const { data: rootfsData, ...rootfs } = req.rootfs ?? { data: undefined };
+    if (req.rootfs && !(await this.code.info(req.rootfs.object))) await this.code.putBlob({ name: req.rootfs.object }, rootfsData!);
     return {
       name: req.service,
       runtime: req.runtime,
@@ -172,6 +196,7 @@ export class FunctionStore {
       labels: req.labels ?? {},
       annotations: req.annotations ?? {},
       secrets: [...new Set(req.secrets ?? [])],
+      ...(req.rootfs ? { rootfs: rootfs as NonNullable<FunctionRecord['rootfs']>, envProcess: req.envProcess ?? '' } : {}),
       ...meta,
     };
   }

@@ -67,6 +67,8 @@ export interface FunctionInit {
   secrets?: Record<string, string>;
   /** Compile the whole module at load (function snapshots): see initMessageSchema. */
   eager?: boolean;
+  /** An image function: `code` is its watchdog spec (see initMessageSchema). */
+  watchdog?: boolean;
 }
 
 export interface RunRequest {

@@ -31,6 +31,8 @@ import { connectNats, jsonCodec, type NatsConnection } from '../lib/nats.js';
 import { InvocationError, type InvocationErrorCode } from './guest-session.js';
 import { WorkerMetrics } from './metrics.js';
 import { VmHost } from './vm-host.js';
+import { BootImages, type BootImage } from './oci-boot.js';
+import { watchReplicaFloors } from './scale-floor.js';
 import { stamp } from '../lib/trace.js';
 import { VmManager, type Reservation } from './vm-manager.js';
 import { HostMemory } from './host-memory.js';
@@ -130,6 +132,22 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
     codeCache.set(hash, fetched);
     return fetched;
   }
+
+  // Image functions: the runtime initramfs + the image's root filesystem, cached per (image, rootfs).
+  const bootImages = new BootImages(config.MAYFLY_CACHE_DIR, host.image, (object) => store.getRootfs(object));
+
+  // OpenFaaS replicas: ready VMs per function, from com.openfaas.scale.min / scale-function (worker/scale-floor.ts).
+  const floors = await watchReplicaFloors(
+    nc,
+    manager,
+    async (fn) => {
+      const c = await code(fn.codeHash);
+      if (c === null) return null;
+      const boot = fn.rootfs ? await bootImages.ensure(fn.rootfs) : undefined;
+      return { code: c, secrets: {}, ...(boot ? { boot } : {}) };
+    },
+    log,
+  );
 
   let inflight = 0;
   let draining = false;
@@ -251,7 +269,18 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
         return null;
       });
     }
-    if (source === null) {
+    let boot: BootImage | undefined;
+    let bootError = '';
+    if (req.fn.rootfs) {
+      boot = await bootImages.ensure(req.fn.rootfs).catch((err: unknown) => {
+        bootError = (err as Error).message;
+        return undefined;
+      });
+    }
+    if (req.fn.rootfs && !boot) {
+      reservation.cancel();
+      result = fail('CODE_UNAVAILABLE', `function "${req.fn.name}" cannot start: ${bootError}`);
+    } else if (source === null) {
       reservation.cancel();
       result = fail('CODE_UNAVAILABLE', `the code of function "${req.fn.name}" could not be fetched`);
     } else if (secretValues === null) {
@@ -259,7 +288,7 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
       result = fail('INIT_FAILED', `function "${req.fn.name}" cannot start: ${secretError}`);
     } else {
       try {
-        const lease = await reservation.acquire(req.fn, { code: source, secrets: secretValues });
+        const lease = await reservation.acquire(req.fn, { code: source, secrets: secretValues, ...(boot ? { boot } : {}) });
         stamp(req.trace, 'worker-vm');
         metrics.callStarted({
           functionName: req.fn.name,
@@ -352,6 +381,7 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
       warm: s.warm,
       pools: s.pools,
       snapshots: s.snapshots.filter((x) => x.ready).map((x) => x.key),
+      ready: Object.fromEntries(s.snapshots.filter((x) => x.pooled > 0).map((x) => [x.key, x.pooled])),
     });
     nc.publish(SUBJECTS.heartbeat, jsonCodec.encode(hb));
   };
@@ -363,6 +393,7 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
     manager,
     async stop() {
       draining = true;
+      floors.stop();
       clearInterval(heartbeat);
       sub.unsubscribe();
       for (const d of direct.values()) d.unsubscribe();

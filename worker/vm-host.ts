@@ -17,6 +17,7 @@ import { QemuDriver } from './driver/qemu.js';
 import type { HypervisorDriver, Vm } from './driver/types.js';
 import { XenDriver } from './driver/xen.js';
 import { loadPrebuiltImage } from './driver/xl-image.js';
+import type { BootImage } from './oci-boot.js';
 import {
   DEFAULT_SESSION_LIMITS,
   GuestSession,
@@ -75,6 +76,8 @@ export interface RunOnceTimings {
 }
 
 export interface Template {
+  /** The initramfs the template booted from (an image function's, worker/oci-boot.ts); absent: the host image's. */
+  initrdPath?: string;
   functionMiB: number;
   memoryMiB: number;
   ramPath: string;
@@ -175,10 +178,10 @@ export class VmHost {
    * warm-up reseed, snapshot), shared by every clone of that function version.
    * `key` names the function version (made once per key until dropped).
    */
-  functionTemplate(key: string, fn: FunctionInit): Promise<Template> {
+  functionTemplate(key: string, fn: FunctionInit, boot?: BootImage): Promise<Template> {
     let t = this.functionTemplates.get(key);
     if (!t) {
-      t = this.makeTemplate(fn.memoryLimitInMB, { key, fn });
+      t = this.makeTemplate(fn.memoryLimitInMB, { key, fn }, boot);
       this.functionTemplates.set(key, t);
       t.catch(() => this.functionTemplates.delete(key));
     }
@@ -194,11 +197,11 @@ export class VmHost {
   }
 
   /** What every VM of this host's image starts from: a fresh id, the image's kernel, initrd and machine needs. */
-  private newSpec() {
+  private newSpec(initrdPath?: string) {
     return {
       id: newVmId(),
       kernelPath: this.image.kernelPath,
-      initrdPath: this.image.initrdPath,
+      initrdPath: initrdPath ?? this.image.initrdPath,
       kernelArgs: this.image.kernelArgs ?? [],
       machineOptions: this.image.machineOptions ?? [],
     };
@@ -208,7 +211,7 @@ export class VmHost {
   async prepareClone(functionMiB: number, template?: Template): Promise<GuestSession> {
     const t = template ?? (await this.template(functionMiB));
     const vm = await this.driver.create({
-      ...this.newSpec(),
+      ...this.newSpec(t.initrdPath),
       memoryMiB: t.memoryMiB,
       memoryFile: { path: t.ramPath, shared: false },
       incoming: true,
@@ -222,16 +225,16 @@ export class VmHost {
     return new GuestSession(this.driver, vm, this.limits);
   }
 
-  private async makeTemplate(functionMiB: number, loaded?: { key: string; fn: FunctionInit }): Promise<Template> {
+  private async makeTemplate(functionMiB: number, loaded?: { key: string; fn: FunctionInit }, boot?: BootImage): Promise<Template> {
     const name = loaded ? `fn-${createHash('sha256').update(loaded.key).digest('hex').slice(0, 16)}` : String(functionMiB);
     const dir = path.join(this.templateDir, `${this.image.imageId.slice(0, 12)}-${name}`);
     await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
     const ramPath = path.join(dir, 'ram');
     const statePath = path.join(dir, 'state');
-    const memoryMiB = guestMemoryMiB(this.image, functionMiB);
+    const memoryMiB = guestMemoryMiB(this.image, functionMiB) + (boot?.extraMiB ?? 0);
     const t0 = performance.now();
     const vm = await this.driver.create({
-      ...this.newSpec(),
+      ...this.newSpec(boot?.initrdPath),
       memoryMiB,
       memoryFile: { path: ramPath, shared: true },
     });
@@ -248,14 +251,14 @@ export class VmHost {
     } finally {
       await session.destroy('template saved');
     }
-    return { functionMiB, memoryMiB, ramPath, statePath, makeMs: performance.now() - t0 };
+    return { ...(boot ? { initrdPath: boot.initrdPath } : {}), functionMiB, memoryMiB, ramPath, statePath, makeMs: performance.now() - t0 };
   }
 
-  /** A VM for a function with `functionMiB` of memory, prepared (paused, nothing run yet). */
-  async prepare(functionMiB: number): Promise<GuestSession> {
+  /** A VM for a function with `functionMiB` of memory, prepared (paused, nothing run yet); `boot`: an image function's initramfs. */
+  async prepare(functionMiB: number, boot?: BootImage): Promise<GuestSession> {
     const vm = await this.driver.create({
-      ...this.newSpec(),
-      memoryMiB: guestMemoryMiB(this.image, functionMiB),
+      ...this.newSpec(boot?.initrdPath),
+      memoryMiB: guestMemoryMiB(this.image, functionMiB) + (boot?.extraMiB ?? 0),
     });
     return new GuestSession(this.driver, vm, this.limits);
   }

@@ -19,6 +19,7 @@ import { DriverError } from './driver/types.js';
 import { InvocationError, type GuestSession } from './guest-session.js';
 import { guestMemoryMiB, type Template, type VmHost } from './vm-host.js';
 import type { HostMemory } from './host-memory.js';
+import { rootfsExtraMiB, type BootImage } from './oci-boot.js';
 
 export interface VmManagerOptions {
   memoryBudgetMiB: number;
@@ -85,6 +86,8 @@ export interface Lease {
 export interface FunctionSource {
   code: string;
   secrets: Record<string, string>;
+  /** An image function's initramfs (worker/oci-boot.ts): its VMs boot from it, not from the pool or size templates. */
+  boot?: BootImage;
 }
 
 export interface Reservation {
@@ -165,6 +168,8 @@ export class VmManager {
   private refills = 0;
   private refusal = 'host memory budget is full';
   private reclaimOff = false;
+  /** Replica floors (keepReady): ready VMs to keep per function name, for one version. */
+  private readonly floors = new Map<string, { version: number; n: number }>();
   /** What serves each function version here without placement (see onServing): VMs and ready snapshots. */
   private readonly serving = new Map<string, { name: string; version: number; holders: Set<object> }>();
 
@@ -186,6 +191,8 @@ export class VmManager {
       warm: [...this.warm.entries()].filter(([, l]) => l.length > 0).map(([k]) => k),
       pools: { node: this.pool.length },
       snapshots: [...this.snapshots.values()].map((e) => ({ key: e.key, ready: e.template !== null, failed: e.failed, pooled: e.pool.length })),
+      /** Replica floors (keepReady) by function name. */
+      floors: Object.fromEntries([...this.floors.entries()].map(([name, f]) => [`${name}@${f.version}`, f.n])),
       poolTarget: this.poolTarget(),
       refillSeconds: this.refillSeconds,
       refills: this.refills,
@@ -252,8 +259,8 @@ export class VmManager {
   }
 
   /** A fresh VM for `functionMiB`: a resumed clone of the template, or a cold boot. */
-  private async freshVm(functionMiB: number): Promise<{ session: GuestSession; kind: StartKind }> {
-    if (this.opts.clones) {
+  private async freshVm(functionMiB: number, boot?: BootImage): Promise<{ session: GuestSession; kind: StartKind }> {
+    if (this.opts.clones && !boot) {
       const session = await this.host.prepareClone(functionMiB);
       try {
         await session.resumeClone(randomBytes(64));
@@ -263,7 +270,7 @@ export class VmManager {
       }
       return { session, kind: 'clone' };
     }
-    const session = await this.host.prepare(functionMiB);
+    const session = await this.host.prepare(functionMiB, boot);
     try {
       await session.boot();
     } catch (err) {
@@ -325,7 +332,8 @@ export class VmManager {
     this.demand.mark();
     // A function with a snapshot does not take a runtime pool VM (that would load the module on
     // the call path, ~140 ms under TCG): it waits for a snapshot clone being made, or clones one.
-    const pooled = fn.memoryMiB === this.opts.poolFunctionMiB && !snap?.template ? this.pool.shift() : undefined;
+    // Pool VMs booted the runtime image, without an image function's root filesystem.
+    const pooled = fn.memoryMiB === this.opts.poolFunctionMiB && !snap?.template && !fn.rootfs ? this.pool.shift() : undefined;
     if (pooled) {
       return this.reservation(pooled.memoryMiB, async (source) => {
         const t0 = performance.now();
@@ -340,7 +348,7 @@ export class VmManager {
         return { session: pooled.session, start: 'pool', startMs: performance.now() - t0 };
       }, pooled.session);
     }
-    const needMiB = this.estimateMiB(fn.memoryMiB);
+    const needMiB = this.estimateMiB(fn.memoryMiB) + (fn.rootfs ? rootfsExtraMiB(fn.rootfs) : 0);
     if (!this.makeRoom(needMiB)) return null;
     this.reserved += needMiB;
     if (snap?.template) {
@@ -394,7 +402,7 @@ export class VmManager {
   /** A fresh VM (clone or boot) with the function loaded: the retry path of a failed start. */
   private async startFresh(fn: FunctionRecord, source: FunctionSource): Promise<Omit<Lease, 'release'>> {
     const t0 = performance.now();
-    const { session, kind } = await this.freshVm(fn.memoryMiB);
+    const { session, kind } = await this.freshVm(fn.memoryMiB, source.boot);
     try {
       await session.init(initOf(fn, source));
     } catch (err) {
@@ -428,7 +436,7 @@ export class VmManager {
     if (!usesSnapshot(fn) || max <= 0 || !this.opts.clones || this.closed) return;
     const key = warmKey(fn);
     if (this.snapshots.has(key)) return;
-    const ramMiB = guestMemoryMiB(this.host.image, fn.memoryMiB);
+    const ramMiB = guestMemoryMiB(this.host.image, fn.memoryMiB) + (source.boot?.extraMiB ?? 0);
     if (!this.fits(ramMiB)) return;
     for (const e of [...this.snapshots.values()]) if (e.name === fn.name) void this.dropSnapshot(e, 'a newer version replaced it');
     while (this.snapshots.size >= max) {
@@ -452,7 +460,7 @@ export class VmManager {
     this.reserved += ramMiB;
     this.snapshotWork++;
     const t0 = performance.now();
-    void this.host.functionTemplate(key, initOf(fn, source)).then(
+    void this.host.functionTemplate(key, initOf(fn, source), source.boot).then(
       (t) => {
         this.reserved -= ramMiB;
         this.snapshotWork--;
@@ -476,9 +484,47 @@ export class VmManager {
     );
   }
 
-  /** Ready clones to keep for a snapshot: Little's law on its own demand, at least one, at most the pool's cap. */
-  snapshotTarget(entry: Pick<SnapshotEntry, 'demand' | 'refillSeconds'>): number {
-    return Math.min(Math.max(1, this.opts.poolMax), Math.max(1, Math.ceil(entry.demand.perSecond() * entry.refillSeconds)));
+  /**
+   * Ready clones to keep for a snapshot: Little's law on its own demand, at least one, at most the pool's cap;
+   * a function with a replica floor (keepReady) keeps at least that many instead of one.
+   */
+  snapshotTarget(entry: Pick<SnapshotEntry, 'demand' | 'refillSeconds'> & { key?: string; name?: string }): number {
+    const cap = Math.max(1, this.opts.poolMax);
+    const little = Math.ceil(entry.demand.perSecond() * entry.refillSeconds);
+    const floor = entry.name !== undefined ? this.floors.get(entry.name) : undefined;
+    if (floor && `${entry.name}@${floor.version}` === entry.key) return Math.max(floor.n, Math.min(cap, little));
+    return Math.min(cap, Math.max(1, little));
+  }
+
+  /**
+   * OpenFaaS replicas (contracts/scale.ts): keep `n` ready VMs of this function
+   * version on this host, as clones of its snapshot (made now if it has none
+   * yet; needs snapshots, so not for functions with secrets). 0 keeps none
+   * ready while idle. Fewer than before: idle ready clones beyond it are destroyed.
+   */
+  keepReady(fn: FunctionRecord, source: FunctionSource | null, n: number): void {
+    if (this.closed) return;
+    this.floors.set(fn.name, { version: fn.version, n });
+    if (n > 0 && source && !this.snapshots.has(warmKey(fn))) this.snapshotLater(fn, source);
+    const entry = this.snapshots.get(warmKey(fn));
+    if (entry) this.trimSnapshot(entry);
+  }
+
+  /** The function has no replica floor any more (deleted, or its scale settings removed). */
+  clearReady(name: string): void {
+    this.floors.delete(name);
+    for (const e of this.snapshots.values()) if (e.name === name) this.trimSnapshot(e);
+  }
+
+  /** Destroys idle ready clones beyond the snapshot's target, then tops it up to the target. */
+  private trimSnapshot(entry: SnapshotEntry): void {
+    const target = this.snapshotTarget(entry);
+    while (entry.pool.length > target) {
+      const v = entry.pool.pop()!;
+      this.reserved -= v.memoryMiB;
+      void v.session.destroy('fewer replicas asked for');
+    }
+    this.refillSnapshot(entry);
   }
 
   /**
@@ -847,5 +893,6 @@ function initOf(fn: FunctionRecord, source: FunctionSource) {
     env: fn.envVars,
     memoryLimitInMB: fn.memoryMiB,
     ...(Object.keys(source.secrets).length ? { secrets: source.secrets } : {}),
+    ...(fn.rootfs ? { watchdog: true } : {}),
   };
 }

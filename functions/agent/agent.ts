@@ -20,6 +20,8 @@ import v8 from 'node:v8';
 import { encodeFrame, FrameDecoder } from '../../contracts/frame.js';
 import { reseedCloneRng } from './clone-rng.js';
 import { looksLikeEsm, pickHandler, type Handler } from './handler-module.js';
+import { startWatchdog } from './watchdog.js';
+import type { WatchdogSpec } from '../../contracts/watchdog.js';
 import type {
   ErrorInfo,
   GuestMessage,
@@ -122,6 +124,18 @@ async function init(msg: InitMessage): Promise<void> {
     for (const [name, value] of Object.entries(msg.secrets)) {
       fs.writeFileSync(path.join(SECRETS_DIR, path.basename(name)), value, { mode: 0o400 });
     }
+  }
+  if (msg.watchdog) {
+    // An image function (OpenFaaS's watchdog contract, watchdog.ts): the code is its watchdog spec.
+    try {
+      const handler = await startWatchdog(JSON.parse(msg.code) as WatchdogSpec, msg.env, SECRETS_DIR);
+      fn = { name: msg.functionName, handler, memoryLimitInMB: msg.memoryLimitInMB };
+      send({ type: 'initialized', ok: true });
+    } catch (err) {
+      flushLogs();
+      send({ type: 'initialized', ok: false, error: errorInfo(err) });
+    }
+    return;
   }
   fs.mkdirSync(taskDir, { recursive: true });
   // A bundle built from a package (functions/package/) carries an inline source map: stack traces name the user's file and line.

@@ -9,7 +9,9 @@
 import type { FastifyReply, FastifyRequest, RouteHandlerMethod } from 'fastify';
 import type { DeployBody, DeployRequest, FunctionRecord } from '../../contracts/functions.js';
 import type { GatewayDeps } from '../deps.js';
+import { desiredReplicas } from '../../contracts/scale.js';
 import { GatewayError } from '../errors.js';
+import { checkNamespace, NAMESPACES } from '../namespaces.js';
 import { parseDeleteBody, parseDeployBody, parseFunctionName } from '../validation.js';
 import { scheduleStatus } from './triggers.js';
 
@@ -22,14 +24,18 @@ export interface FunctionStatus {
   image: string;
   /** Finished invocations counted by this gateway process (not cluster-wide). */
   invocationCount: number;
-  /** Always 1: functions scale from zero on any host, so a function is always available. */
+  /**
+   * Ready VMs the function asks for (com.openfaas.scale.min or scale-function,
+   * contracts/scale.ts) and those ready now across hosts; 1 and 1 for a function
+   * with neither (it scales from zero on any host, so it is always available).
+   */
   replicas: number;
   availableReplicas: number;
   labels: Record<string, string>;
   annotations: Record<string, string>;
   createdAt: string;
   updatedAt: string;
-  /** OpenFaaS's fprocess; Mayfly has none. */
+  /** OpenFaaS's fprocess: what an image function runs ('' for code functions). */
   envProcess: string;
   limits: { memory: string };
   runtime: string;
@@ -46,19 +52,20 @@ export interface FunctionStatus {
   schedule?: { expression: string; catchUp: boolean; nextRuns: string[] };
 }
 
-export function toFunctionStatus(fn: FunctionRecord, invocationCount: number): FunctionStatus {
+export function toFunctionStatus(fn: FunctionRecord, invocationCount: number, readyNow?: number): FunctionStatus {
   const memory = `${fn.memoryMiB}Mi`;
+  const desired = desiredReplicas(fn);
   return {
     name: fn.name,
     image: fn.image,
     invocationCount,
-    replicas: 1,
-    availableReplicas: 1,
+    replicas: desired ?? 1,
+    availableReplicas: desired === undefined ? 1 : (readyNow ?? 0),
     labels: fn.labels,
     annotations: fn.annotations,
     createdAt: fn.createdAt,
     updatedAt: fn.updatedAt,
-    envProcess: '',
+    envProcess: fn.envProcess ?? '',
     limits: { memory },
     runtime: fn.runtime,
     handler: fn.handler,
@@ -71,6 +78,12 @@ export function toFunctionStatus(fn: FunctionRecord, invocationCount: number): F
   };
 }
 
+/** Ready VMs of this function version across hosts, from their heartbeats. */
+export function readyReplicas(deps: GatewayDeps, fn: Pick<FunctionRecord, 'name' | 'version'>): number {
+  const key = `${fn.name}@${fn.version}`;
+  return (deps.hosts?.list() ?? []).reduce((n, h) => n + (h.ready?.[key] ?? 0), 0);
+}
+
 function scheduleField(fn: FunctionRecord): Pick<FunctionStatus, 'schedule'> {
   const schedule = scheduleStatus(fn);
   return schedule ? { schedule } : {};
@@ -80,16 +93,23 @@ export function listFunctions(deps: GatewayDeps): RouteHandlerMethod {
   return async (_request: FastifyRequest, reply: FastifyReply) => {
     const fns = await deps.backend.listFunctions();
     deps.metrics.setServices(fns.map((f) => f.name));
-    return reply.send(fns.map((f) => toFunctionStatus(f, deps.metrics.invocationCount(f.name))));
+    return reply.send(fns.map((f) => toFunctionStatus(f, deps.metrics.invocationCount(f.name), readyReplicas(deps, f))));
   };
+}
+
+/** GET /system/namespaces: what `faas-cli namespaces` reads (a JSON array of names). */
+export function listNamespaces(): RouteHandlerMethod {
+  return async (_request: FastifyRequest, reply: FastifyReply) => reply.send([...NAMESPACES]);
 }
 
 export function getFunction(deps: GatewayDeps): RouteHandlerMethod {
   return async (request: FastifyRequest, reply: FastifyReply) => {
+    const ns = (request.query as { namespace?: unknown } | undefined)?.namespace;
+    if (typeof ns === 'string') checkNamespace(ns);
     const name = parseFunctionName((request.params as { name?: unknown }).name);
     const fn = await deps.backend.getFunction(name);
     if (!fn) throw new GatewayError(404, 'FUNCTION_NOT_FOUND', `function "${name}" not found`);
-    return reply.send(toFunctionStatus(fn, deps.metrics.invocationCount(name)));
+    return reply.send(toFunctionStatus(fn, deps.metrics.invocationCount(name), readyReplicas(deps, fn)));
   };
 }
 
@@ -107,6 +127,7 @@ function isPackageError(err: unknown): err is Error & { status: number; code: st
 async function toDeployRequest(deps: GatewayDeps, body: DeployBody): Promise<{ req: DeployRequest; build?: Record<string, unknown> }> {
   const { code, package: pkg, ...spec } = body;
   if (code !== undefined) return { req: { ...spec, code } };
+  if (pkg === undefined && spec.image !== undefined) return imageDeployRequest(deps, spec);
   if (!deps.packages) throw new GatewayError(501, 'NOT_CONFIGURED', 'function packages are not enabled on this gateway; deploy "code" (one file) instead');
   const b64 = (pkg ?? '').replace(/\s+/g, '');
   if (!BASE64.test(b64)) {
@@ -123,10 +144,30 @@ async function toDeployRequest(deps: GatewayDeps, body: DeployBody): Promise<{ r
   }
 }
 
+/** An ImageError of functions/oci/ (duck-typed like package errors). */
+function isImageError(err: unknown): err is Error & { status: number; code: string } {
+  return err instanceof Error && err.name === 'ImageError' && typeof (err as { status?: unknown }).status === 'number';
+}
+
+/** An image deploy: pull it (nothing is stored unless the whole pull succeeds); the watchdog spec becomes the code. */
+async function imageDeployRequest(deps: GatewayDeps, spec: Omit<DeployBody, 'code' | 'package'>): Promise<{ req: DeployRequest; build?: Record<string, unknown> }> {
+  if (!deps.images) throw new GatewayError(501, 'NOT_CONFIGURED', 'image deploys are not enabled on this gateway; deploy "code" or "package" instead');
+  try {
+    const pulled = await deps.images.pull(spec.image!, spec.envProcess);
+    return {
+      req: { ...spec, code: pulled.code, envProcess: pulled.envProcess, rootfs: pulled.rootfs },
+      build: { image: pulled.report },
+    };
+  } catch (err) {
+    if (isImageError(err)) throw new GatewayError(err.status, err.code, `image ${JSON.stringify(spec.image)}: ${err.message}`, { field: 'image' });
+    throw err;
+  }
+}
+
 export function deployFunction(deps: GatewayDeps): RouteHandlerMethod {
   return async (request: FastifyRequest, reply: FastifyReply) => {
     const body = parseDeployBody(request.body, deps.maxCodeBytes);
-    if (body.package !== undefined && (await deps.backend.getFunction(body.service))) {
+    if ((body.package !== undefined || (body.code === undefined && body.image !== undefined)) && (await deps.backend.getFunction(body.service))) {
       throw new GatewayError(409, 'FUNCTION_EXISTS', `function "${body.service}" already exists; update it with PUT /system/functions`);
     }
     const { req, build } = await toDeployRequest(deps, body);
@@ -139,7 +180,7 @@ export function deployFunction(deps: GatewayDeps): RouteHandlerMethod {
 export function updateFunction(deps: GatewayDeps): RouteHandlerMethod {
   return async (request: FastifyRequest, reply: FastifyReply) => {
     const body = parseDeployBody(request.body, deps.maxCodeBytes);
-    if (body.package !== undefined && !(await deps.backend.getFunction(body.service))) {
+    if ((body.package !== undefined || (body.code === undefined && body.image !== undefined)) && !(await deps.backend.getFunction(body.service))) {
       throw new GatewayError(404, 'FUNCTION_NOT_FOUND', `function "${body.service}" not found`);
     }
     const { req, build } = await toDeployRequest(deps, body);

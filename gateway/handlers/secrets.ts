@@ -10,12 +10,21 @@ import { z } from 'zod';
 import { SecretError, secretNameSchema, secretSchema } from '../../lib/secrets.js';
 import type { GatewayDeps } from '../deps.js';
 import { GatewayError, zodToGatewayError } from '../errors.js';
+import { checkNamespace, stripNamespace } from '../namespaces.js';
 
 function parse<T>(schema: z.ZodType<T>, body: unknown): T {
   if (body === undefined) throw new GatewayError(400, 'INVALID_BODY', 'request body is missing; send {"name": ..., "value": ...} as JSON');
-  const r = schema.safeParse(body);
+  const r = schema.safeParse(withoutNamespace(body));
   if (!r.success) throw zodToGatewayError(r.error, body, { code: 'INVALID_BODY', what: 'invalid request body' });
   return r.data;
+}
+
+/** faas-cli may send `"namespace"` and a name with `.openfaas-fn`: both mean the one namespace (gateway/namespaces.ts). */
+function withoutNamespace(body: unknown): unknown {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) return body;
+  const { namespace, ...rest } = body as Record<string, unknown>;
+  if (namespace !== undefined) checkNamespace(typeof namespace === 'string' ? namespace : String(namespace));
+  return typeof rest.name === 'string' ? { ...rest, name: stripNamespace(rest.name, 'secret') } : rest;
 }
 
 function mapSecretError(err: unknown): never {

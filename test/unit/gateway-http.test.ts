@@ -269,7 +269,7 @@ describe('bad deploy bodies → 400 naming the field', () => {
     ['wrong type', spec({ code: 42 }), 'code', /code: must be a string, got number/],
     ['wrong union type', spec({ timeout: true }), 'timeout', /timeout: must be a string or a number, got boolean/],
     ['nested wrong type', spec({ envVars: { A: 1 } }), 'envVars.A', /envVars\.A: must be a string/],
-    ['nested unknown field', spec({ limits: { cpu: 1 } }), 'limits.cpu', /limits: unknown field "cpu"/],
+    ['nested unknown field', spec({ limits: { gpu: 1 } }), 'limits.gpu', /limits: unknown field "gpu"/],
     ['bad env var name', spec({ envVars: { '': 'x' } }), 'envVars', /envVars: invalid name ""/],
     ['bad enum', spec({ isolation: 'shared' }), 'isolation', /isolation: must be one of "per-request", "per-function"/],
     ['bad runtime', spec({ runtime: 'python' }), 'runtime', /the only runtime is "node"/],
