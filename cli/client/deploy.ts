@@ -15,7 +15,9 @@ interface DeploySpec {
   service: string;
   code?: string;
   package?: string;
-  handler: string;
+  handler?: string;
+  image?: string;
+  envProcess?: string;
   envVars?: Record<string, string>;
   secrets?: string[];
   limits?: { memory: string };
@@ -25,15 +27,8 @@ interface DeploySpec {
   annotations?: Record<string, string>;
 }
 
-async function specFor(name: string, fn: StackFunction, baseDir: string): Promise<{ spec: DeploySpec; description: string }> {
-  const file = path.resolve(baseDir, fn.handler);
-  const src = await readSource(file);
-  let handler = fn.entrypoint ?? src.handler;
-  if (src.package && !fs.statSync(file).isDirectory() && !handler.includes('.')) handler = `${path.basename(file, path.extname(file))}.${handler}`;
-  const spec: DeploySpec = {
-    service: name,
-    handler,
-    ...(src.code !== undefined ? { code: src.code } : { package: src.package! }),
+function settings(fn: StackFunction): Partial<DeploySpec> {
+  return {
     ...(fn.environment ? { envVars: fn.environment } : {}),
     ...(fn.secrets ? { secrets: fn.secrets } : {}),
     ...(fn.limits?.memory ? { limits: { memory: fn.limits.memory } } : {}),
@@ -41,6 +36,24 @@ async function specFor(name: string, fn: StackFunction, baseDir: string): Promis
     ...(fn.isolation ? { isolation: fn.isolation } : {}),
     ...(fn.labels ? { labels: fn.labels } : {}),
     ...(fn.annotations ? { annotations: fn.annotations } : {}),
+  };
+}
+
+async function specFor(name: string, fn: StackFunction, baseDir: string): Promise<{ spec: DeploySpec; description: string }> {
+  if (fn.image !== undefined) {
+    // An OpenFaaS image: the gateway pulls it (README "OpenFaaS images").
+    const spec: DeploySpec = { service: name, image: fn.image, ...(fn.fprocess ? { envProcess: fn.fprocess } : {}), ...settings(fn) };
+    return { spec, description: `image ${fn.image}` };
+  }
+  const file = path.resolve(baseDir, fn.handler!);
+  const src = await readSource(file);
+  let handler = fn.entrypoint ?? src.handler;
+  if (src.package && !fs.statSync(file).isDirectory() && !handler.includes('.')) handler = `${path.basename(file, path.extname(file))}.${handler}`;
+  const spec: DeploySpec = {
+    service: name,
+    handler,
+    ...(src.code !== undefined ? { code: src.code } : { package: src.package! }),
+    ...settings(fn),
   };
   return { spec, description: src.description };
 }
@@ -95,9 +108,12 @@ async function deployOne(c: GatewayClient, spec: DeploySpec): Promise<Deployed> 
 }
 
 function describeDeployed(d: Deployed): string {
-  const build = d.build
-    ? `, built in ${seconds(d.build.totalMs)}${d.build.installed ? ` (npm ci ${seconds(d.build.installMs)})` : ''}, bundle ${d.build.bundleBytes} bytes`
-    : '';
+  const image = d.build?.image as { reference?: string; pullMs?: number; unpackedBytes?: number } | undefined;
+  const build = image
+    ? `, image ${image.reference} pulled in ${seconds(image.pullMs)}, ${image.unpackedBytes} bytes unpacked`
+    : d.build
+      ? `, built in ${seconds(d.build.totalMs)}${d.build.installed ? ` (npm ci ${seconds(d.build.installMs)})` : ''}, bundle ${d.build.bundleBytes} bytes`
+      : '';
   const changed = d.changed ? (d.changed.length ? `; changed: ${d.changed.join(', ')}` : '; same code and settings') : '';
   return `${d.action} ${d.name} (version ${d.version}${build}${changed}) in ${d.seconds.toFixed(1)} s\n`;
 }
@@ -115,8 +131,16 @@ export async function deploy(argv: string[]): Promise<number> {
     isolation: { type: 'string' },
     label: { type: 'string', short: 'l', multiple: true },
     annotation: { type: 'string', multiple: true },
+    image: { type: 'string' },
+    fprocess: { type: 'string' },
   });
   const results: Deployed[] = [];
+  if (values.image !== undefined && positionals.length === 0 && !values.file) {
+    // mayfly deploy --image REF --name NAME [--fprocess CMD]: an OpenFaaS image.
+    if (!values.name) throw usageError('--image needs --name: the function to deploy it as');
+    positionals.push('');
+  }
+  if (values.fprocess !== undefined && values.image === undefined) throw usageError('--fprocess is for --image functions only');
   if (values.file || positionals.length === 0) {
     const file = values.file ?? (fs.existsSync('mayfly.yml') ? 'mayfly.yml' : fs.existsSync('stack.yml') ? 'stack.yml' : undefined);
     if (!file) throw usageError('nothing to deploy: give a file or folder (mayfly deploy hello.mjs --name hello), or a stack file (-f mayfly.yml)');
@@ -132,9 +156,10 @@ export async function deploy(argv: string[]): Promise<number> {
     }
   } else {
     const p = positionals[0]!;
+    if (values.image !== undefined && p !== '') throw usageError('give either a file or folder, or --image, not both');
     const name = values.name ?? path.basename(p, path.extname(p)).toLowerCase().replace(/[^a-z0-9-]+/g, '-');
     const fn: StackFunction = {
-      handler: path.resolve(p),
+      ...(values.image !== undefined ? { image: values.image, ...(values.fprocess ? { fprocess: values.fprocess } : {}) } : { handler: path.resolve(p) }),
       ...(values.handler ? { entrypoint: values.handler } : {}),
       ...(values.env ? { environment: pairs(values.env, '=', '--env') } : {}),
       ...(values.secret ? { secrets: values.secret } : {}),

@@ -9,6 +9,9 @@
  *     hello:
  *       lang: node            # or typescript
  *       handler: ./hello      # a file or a folder (package with package.json)
+ *     stronghash:             # or an OpenFaaS container image (README "OpenFaaS images")
+ *       image: functions/alpine:latest
+ *       fprocess: sha512sum   # optional: the image's own fprocess otherwise
  *       entrypoint: src/index.handler   # Mayfly: "<file>.<export>" inside a folder
  *       environment: { KEY: value }
  *       secrets: [api-key]
@@ -31,8 +34,12 @@ const scalar = z.union([z.string(), z.number(), z.boolean()]).transform((v) => S
 const stringMap = z.record(z.string(), scalar);
 
 const functionSchema = z.strictObject({
-  lang: z.enum(['node', 'typescript', 'ts', 'javascript', 'js']).optional(),
-  handler: z.string().min(1, 'must name a file or a folder'),
+  lang: z.enum(['node', 'typescript', 'ts', 'javascript', 'js', 'dockerfile']).optional(),
+  handler: z.string().min(1, 'must name a file or a folder').optional(),
+  /** An OpenFaaS container image to run instead of code (pulled by the gateway). */
+  image: z.string().min(1).max(512).optional(),
+  /** The image's process (OpenFaaS's fprocess, sent as envProcess). */
+  fprocess: z.string().min(1).max(4096).optional(),
   entrypoint: z.string().regex(HANDLER_PATTERN, 'must be "<file>.<export>", e.g. "src/index.handler"').optional(),
   environment: stringMap.optional(),
   secrets: z.array(z.string()).optional(),
@@ -41,7 +48,9 @@ const functionSchema = z.strictObject({
   isolation: isolationSchema.optional(),
   labels: stringMap.optional(),
   annotations: stringMap.optional(),
-});
+})
+  .refine((f) => (f.handler === undefined) !== (f.image === undefined), 'needs either "handler" (code) or "image" (a container image), not both')
+  .refine((f) => f.fprocess === undefined || f.image !== undefined, { message: 'only an image function has an fprocess', path: ['fprocess'] });
 
 export const stackSchema = z.strictObject({
   version: scalar.optional(),
@@ -54,8 +63,6 @@ export type Stack = z.infer<typeof stackSchema>;
 export type StackFunction = z.infer<typeof functionSchema>;
 
 const HINTS: Record<string, string> = {
-  image: 'Mayfly runs code, not container images: remove "image" and point "handler" at the code',
-  fprocess: 'Mayfly has no fprocess: the handler is a JavaScript/TypeScript export',
   build_args: 'Mayfly builds packages itself (npm ci + esbuild): remove build_args',
   environment_file: 'list the variables under "environment"',
 };

@@ -12,6 +12,10 @@
  * proxy/secret.go; proxy/namespaces.go).
  */
 import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { runCli } from '../helpers/cli.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { busyboxImage, startRegistry, type TestRegistry } from '../helpers/oci-registry.js';
 import { TestPlatform } from '../helpers/platform.js';
@@ -93,6 +97,27 @@ describe('OpenFaaS images end to end', () => {
     const status = (await desc.json()) as Record<string, unknown>;
     expect(status).toMatchObject({ name: 'stronghash', image, envProcess: 'sha512sum' });
   }, 180_000);
+
+  it('the mayfly CLI deploys an image too: a stack file with image + fprocess, and --image on the command line', async () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mf-img-cli-'));
+    try {
+      const env = { MAYFLY_GATEWAY: url, MAYFLY_DATA_DIR: path.join(p.dir, 'data'), XDG_CONFIG_HOME: path.join(tmp, 'config') };
+      const image = `${reg.host}/functions/alpine:latest`;
+      fs.writeFileSync(path.join(tmp, 'stack.yml'), `provider:\n  name: openfaas\nfunctions:\n  hash-cli:\n    lang: dockerfile\n    image: ${image}\n    fprocess: sha512sum\n`);
+      const d = await runCli(['deploy', '-f', path.join(tmp, 'stack.yml')], env);
+      expect(d.stderr).toBe('');
+      expect(d.stdout).toMatch(/^created hash-cli \(version 1, image 127\.0\.0\.1:\d+\/functions\/alpine:latest@sha256:[0-9a-f]{64} pulled in [\d.]+ s, \d+ bytes unpacked\) in [\d.]+ s\n$/);
+      const i = await runCli(['invoke', 'hash-cli', '--data', 'abc'], env);
+      expect(i.code).toBe(0);
+      expect(i.stdout.trim()).toBe(`${createHash('sha512').update('abc').digest('hex')}  -`);
+      const w = await runCli(['deploy', '--image', image, '--fprocess', 'wc -c', '--name', 'count-cli'], env);
+      expect(w.code).toBe(0);
+      const c = await runCli(['invoke', 'count-cli', '--data', 'abcd'], env);
+      expect(c.stdout.trim()).toBe('4');
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  }, 240_000);
 
   it('an env function shows Http_Method, Http_Query, the headers and the deploy env vars; stderr goes to the logs, a failing process is a 500', async () => {
     const d = await faasDeploy({ name: 'env', image: `${reg.host}/functions/alpine:latest`, fprocess: 'env', env: { MY_SETTING: 'on' }, namespace: 'openfaas-fn' });

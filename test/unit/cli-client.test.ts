@@ -42,7 +42,9 @@ describe('stack file', () => {
   });
 
   it.each([
-    ['an unknown function key with a hint', GOOD.replace('    lang: typescript\n', '    image: x/y:1\n'), /functions\.api\.image: unknown key \(Mayfly runs code, not container images/],
+    ['an unknown function key with a hint', GOOD.replace('    lang: typescript\n', '    build_args: {}\n'), /functions\.api\.build_args: unknown key \(Mayfly builds packages itself/],
+    ['both a handler and an image', GOOD.replace('    lang: typescript\n', '    image: x/y:1\n'), /functions\.api: needs either "handler" \(code\) or "image"/],
+    ['an fprocess without an image', GOOD.replace('    lang: typescript\n', '    fprocess: cat\n'), /functions\.api\.fprocess: only an image function has an fprocess/],
     ['an unknown nested key', GOOD.replace('      memory: 256Mi\n', '      memory: 256Mi\n      cpu: 100m\n'), /functions\.api\.limits\.cpu: unknown key/],
     ['an unknown top-level key', `${GOOD}configuration:\n  templates: []\n`, /: configuration: unknown key/],
     ['a bad function name', GOOD.replace('  api:', '  Api_1:'), /functions\.Api_1: function names are/],
@@ -53,6 +55,11 @@ describe('stack file', () => {
     ['a duplicate key', 'functions:\n  a:\n    handler: x\n    handler: y\n', /not valid YAML: Map keys must be unique/],
   ])('refuses %s, naming it', (_what, text, message) => {
     expect(() => loadStack(stackFile(text))).toThrow(message);
+  });
+
+  it('takes an OpenFaaS image function: image and fprocess, no handler', () => {
+    const { stack } = loadStack(stackFile('provider:\n  name: openfaas\nfunctions:\n  stronghash:\n    lang: dockerfile\n    image: functions/alpine:latest\n    fprocess: sha512sum\n'));
+    expect(stack.functions.stronghash).toEqual({ lang: 'dockerfile', image: 'functions/alpine:latest', fprocess: 'sha512sum' });
   });
 
   it('names a missing file', () => {
