@@ -163,10 +163,10 @@ functions:
     const table = (await runCli(['list'], env)).stdout;
     expect(table).toMatch(/^NAME\s+VERSION\s+RUNTIME/);
     // A stack file with an unknown key: exit 2, the key's path, nothing deployed.
-    fs.writeFileSync(path.join(dir, 'bad.yml'), stack.replace('    lang: typescript\n', '    lang: typescript\n    image: ghcr.io/x/typed:latest\n'));
+    fs.writeFileSync(path.join(dir, 'bad.yml'), stack.replace('    lang: typescript\n', '    lang: typescript\n    build_args: { X: 1 }\n'));
     const bad = await runCli(['deploy', '-f', path.join(dir, 'bad.yml')], noGatewayEnv);
     expect(bad.code).toBe(2);
-    expect(bad.stderr).toMatch(/functions\.s-typed\.image: unknown key \(Mayfly runs code, not container images/);
+    expect(bad.stderr).toMatch(/functions\.s-typed\.build_args: unknown key \(Mayfly builds packages itself/);
     expect(bad.stdout).toBe('');
   }, 300_000);
 
