@@ -203,6 +203,26 @@ export const configSchema = z.object({
   MAYFLY_TRIGGER_CONCURRENCY: int(1, 1000).default(4),
   /** How often a scheduler replica looks for deployed, updated or removed triggers (one KV status request). */
   MAYFLY_TRIGGER_REFRESH_MS: int(100, 600_000).default(1000),
+
+  // ---- jailer: every VM's QEMU in its own cage (worker/driver/jailer/) ----
+  /**
+   * `auto` (default): on when the worker runs as root, else skipped (logged once). `on`: required
+   * (an error when not root). `off`: QEMU runs as the worker's user, without per-VM cgroups.
+   */
+  MAYFLY_JAILER: z.enum(['auto', 'on', 'off']).default('auto'),
+  /** VM uids are BASE+1 … BASE+COUNT (one per running VM); BASE itself is the VMs' group. Reserve the range for Mayfly. */
+  MAYFLY_JAILER_UID_BASE: int(1000, 4_000_000_000).default(900_000_000),
+  MAYFLY_JAILER_UID_COUNT: int(1, 1_000_000).default(65_536),
+  /** Per-VM cgroup memory limit = guest RAM + this: QEMU's own memory (measured peak of a TCG clone: ~50 MiB, with margin). */
+  MAYFLY_VM_MEMORY_OVERHEAD_MB: int(0, 65_536).default(128),
+  /** Per-VM cgroup pids limit (QEMU's threads and its migration helper count; measured peak ~10). */
+  MAYFLY_VM_PIDS_MAX: int(8, 1_000_000).default(64),
+  /** Per-VM CPU weight per vCPU (cgroup v1 cpu.shares; mapped to cpu.weight on cgroup v2). */
+  MAYFLY_VM_CPU_SHARES: int(2, 262_144).default(1024),
+  /** Per-VM CFS quota per vCPU, in % of one host core per period; 0: no quota (weights only). */
+  MAYFLY_VM_CPU_QUOTA_PCT: int(0, 10_000).default(50),
+  /** CFS period of that quota (µs). */
+  MAYFLY_VM_CPU_PERIOD_US: int(1000, 1_000_000).default(100_000),
 });
 
 export type MayflyConfig = z.infer<typeof configSchema>;
