@@ -37,10 +37,10 @@ const driver = () => host.driver as unknown as QemuDriver;
 const pidOf = (s: GuestSession) => (s.vm as unknown as { proc: ChildProcess }).proc.pid!;
 const dirOf = (s: GuestSession) => (s.vm as unknown as { dir: string }).dir;
 
-async function clone(name: string): Promise<GuestSession> {
+async function clone(name: string, code = `export async function handler(e) { return '${name} ' + e.body; }`): Promise<GuestSession> {
   const s = await host.prepareClone(128);
   await s.resumeClone(randomBytes(64));
-  await s.init(fn(`export async function handler(e) { return '${name} ' + e.body; }`, name));
+  await s.init(fn(code, name));
   return s;
 }
 
@@ -120,15 +120,20 @@ describe.runIf(isRoot)('jailer (real VMs, root)', () => {
   it("a process with a VM's uid cannot read another VM's files, the templates, the image cache or the worker's data folder", async () => {
     const j = driver().jailOf(a.vm)!;
     const template = await host.template(128);
-    const targets = {
+    // Another function's snapshot, with the files and modes the jailer gives a template (root:<VM group>, 0750/0660/0640).
+    const otherDir = path.join(path.dirname(path.dirname(template.ramPath)), 'other-fn');
+    fs.mkdirSync(otherDir, { mode: 0o750 });
+    fs.writeFileSync(path.join(otherDir, 'ram'), 'secret module state', { mode: 0o660 });
+    for (const f of [otherDir, path.join(otherDir, 'ram')]) fs.chownSync(f, 0, j.gid);
+    const others = {
       otherVmDir: dirOf(b),
       otherVmSocket: path.join(dirOf(b), 'qmp.sock'),
-      templateRam: template.ramPath,
-      templateState: template.statePath,
+      otherTemplateRam: path.join(otherDir, 'ram'),
       dataDir,
       secretsKey: path.join(dataDir, 'secrets.key'),
-      imageKernel: host.image.kernelPath,
     };
+    // Outside the jail the VM's own template and image are closed too (only its jail mounts them).
+    const targets = { ...others, ownTemplateRam: template.ramPath, ownTemplateState: template.statePath, imageKernel: host.image.kernelPath };
     // On the host (outside the jail): plain file permissions must stop it.
     for (const [what, p] of Object.entries(targets)) {
       const r = asUid(j.uid, j.gid, `ls -d "${p}" >/dev/null && head -c 1 "${p}" >/dev/null 2>&1 || ls "${p}" >/dev/null`);
@@ -136,26 +141,26 @@ describe.runIf(isRoot)('jailer (real VMs, root)', () => {
     }
     // Inside the VM's own jail (what an escaped QEMU sees): the other paths do not even exist.
     const script = [
-      ...Object.entries(targets).map(([what, p]) => `if cat "${p}" >/dev/null 2>&1 || ls -A "${p}" 2>/dev/null | grep -q .; then echo "READ ${what}"; fi`),
+      ...Object.entries(others).map(([what, p]) => `if cat "${p}" >/dev/null 2>&1 || ls -A "${p}" 2>/dev/null | grep -q .; then echo "READ ${what}"; fi`),
       'ls /proc/self >/dev/null 2>&1 && echo "READ proc"',
-      `head -c 4 "${a.vm.spec.kernelPath}" >/dev/null && echo own-kernel-ok`,
+      `head -c 4 "${a.vm.spec.kernelPath}" >/dev/null && head -c 4 "${template.statePath}" >/dev/null && echo own-files-ok`,
       'id -u',
     ].join('\n');
     const [cmd, ...args] = j.command('/bin/sh', ['-c', script]);
     const r = spawnSync(cmd!, args, { encoding: 'utf8' });
     expect(r.stderr).toBe('');
-    expect(r.stdout.trim().split('\n')).toEqual(['own-kernel-ok', String(j.uid)]);
+    expect(r.stdout.trim().split('\n')).toEqual(['own-files-ok', String(j.uid)]);
+    fs.rmSync(otherDir, { recursive: true, force: true });
   });
 
   it("kills a VM whose QEMU goes over its memory limit, reports it as the guest's, and its neighbour keeps answering", async () => {
-    const c = await clone('hog');
+    const c = await clone('hog', `export async function handler() { const a = []; for (let i = 0; i < 12; i++) a.push(Buffer.alloc(8 * 1024 * 1024, i + 1)); return a.length; }`);
     const cg = driver().jailOf(c.vm)!.cgroup!;
     const memDir = cg.dirs.memory!;
     const v1 = cg.layout.version === 'v1';
     // The configured limit has room for the whole guest RAM; to make QEMU itself go over, lower it to what it uses now + 24 MiB.
     const used = Number(fs.readFileSync(path.join(memDir, v1 ? 'memory.usage_in_bytes' : 'memory.current'), 'utf8'));
     fs.writeFileSync(path.join(memDir, v1 ? 'memory.limit_in_bytes' : 'memory.max'), String(used + 24 * MiB));
-    await c.init(fn(`export async function handler() { const a = []; for (let i = 0; i < 12; i++) a.push(Buffer.alloc(8 * 1024 * 1024, i + 1)); return a.length; }`, 'hog'));
     const err = await c.invoke({ callId: 'hog', event: event(''), timeoutMs: 60_000 }).then(
       () => null,
       (e: unknown) => e,
