@@ -213,9 +213,9 @@ export const configSchema = z.object({
   /** VM uids are BASE+1 … BASE+COUNT (one per running VM); BASE itself is the VMs' group. Reserve the range for Mayfly. */
   MAYFLY_JAILER_UID_BASE: int(1000, 4_000_000_000).default(900_000_000),
   MAYFLY_JAILER_UID_COUNT: int(1, 1_000_000).default(65_536),
-  /** Per-VM cgroup memory limit = guest RAM + this: QEMU's own memory (measured peak of a TCG clone: ~50 MiB, with margin). */
+  /** Per-VM cgroup memory limit = guest RAM (twice for a clone, see worker/driver/jailer) + this: QEMU's own memory (measured: 80-95 MiB for a TCG clone that ran a function). */
   MAYFLY_VM_MEMORY_OVERHEAD_MB: int(0, 65_536).default(128),
-  /** Per-VM cgroup pids limit (QEMU's threads and its migration helper count; measured peak ~10). */
+  /** Per-VM cgroup pids limit (QEMU's threads and its migration helper count; measured: 4 threads, +2 while a snapshot migrates). */
   MAYFLY_VM_PIDS_MAX: int(8, 1_000_000).default(64),
   /** Per-VM CPU weight per vCPU (cgroup v1 cpu.shares; mapped to cpu.weight on cgroup v2). */
   MAYFLY_VM_CPU_SHARES: int(2, 262_144).default(1024),

@@ -104,7 +104,7 @@ describe.runIf(isRoot)('jailer (real VMs, root)', () => {
       expect(fs.readFileSync(path.join(cg.dirs[c]!, 'cgroup.procs'), 'utf8').split('\n'), c).toContain(String(pidOf(a)));
     }
     const read = (c: 'memory' | 'cpu' | 'pids', f: string) => fs.readFileSync(path.join(cg.dirs[c]!, f), 'utf8').trim();
-    const memoryMiB = a.vm.spec.memoryMiB + config.MAYFLY_VM_MEMORY_OVERHEAD_MB;
+    const memoryMiB = 2 * a.vm.spec.memoryMiB + config.MAYFLY_VM_MEMORY_OVERHEAD_MB; // a clone: see vmLimits
     if (cg.layout.version === 'v1') {
       expect(Number(read('memory', 'memory.limit_in_bytes'))).toBe(memoryMiB * MiB);
       expect(read('pids', 'pids.max')).toBe(String(config.MAYFLY_VM_PIDS_MAX));

@@ -111,6 +111,9 @@ describe('cgroup limit files', () => {
   it('derives the limits from the guest RAM and the settings', () => {
     expect(limits).toEqual({ memoryBytes: 356 * 1024 * 1024, pidsMax: 64, cpuShares: 1024, cpuQuotaUs: 50_000, cpuPeriodUs: 100_000 });
     expect(vmLimits({ ...settings, cpuQuotaPct: 0 }, { memoryMiB: 256, vcpus: 2 })).toMatchObject({ cpuShares: 2048, cpuQuotaUs: null });
+    // A template's RAM is its file (charged once); a clone may be charged for its copy and for the file's holes it fills.
+    expect(vmLimits(settings, { memoryMiB: 256, memoryFile: { path: '/t/ram', shared: true } }).memoryBytes).toBe(356 * 1024 * 1024);
+    expect(vmLimits(settings, { memoryMiB: 256, memoryFile: { path: '/t/ram', shared: false } }).memoryBytes).toBe(612 * 1024 * 1024);
   });
 
   it('maps cpu.shares to cpu.weight as runc does', () => {
