@@ -219,8 +219,13 @@ export const configSchema = z.object({
   MAYFLY_VM_PIDS_MAX: int(8, 1_000_000).default(64),
   /** Per-VM CPU weight per vCPU (cgroup v1 cpu.shares; mapped to cpu.weight on cgroup v2). */
   MAYFLY_VM_CPU_SHARES: int(2, 262_144).default(1024),
-  /** Per-VM CFS quota per vCPU, in % of one host core per period; 0: no quota (weights only). */
-  MAYFLY_VM_CPU_QUOTA_PCT: int(0, 10_000).default(50),
+  /**
+   * Per-VM CFS quota per vCPU, in % of one host core per period; 0: no quota (weights only). Default 100: a VM
+   * never gets more than one core per vCPU (QEMU's own threads included), and is never throttled below that.
+   * Lower values cap a spinning VM harder but throttle every VM's bursts too (measured: 50 made a CPU-bound
+   * warm call 14% slower; `npm run test:fairness` shows the effect on an otherwise idle host).
+   */
+  MAYFLY_VM_CPU_QUOTA_PCT: int(0, 10_000).default(100),
   /** CFS period of that quota (µs). */
   MAYFLY_VM_CPU_PERIOD_US: int(1000, 1_000_000).default(100_000),
 });

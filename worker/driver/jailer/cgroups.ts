@@ -172,6 +172,20 @@ export function prepareBases(layout: CgroupLayout, pid: number = process.pid): v
   for (const d of dirs) fs.mkdirSync(d, { recursive: true });
 }
 
+/**
+ * Weighs the VMs' common parent cgroup as the sum of its VMs' own weights, so
+ * that each VM competes with the host's other processes like one process would
+ * (a parent left at the default weight would give all VMs together the CPU of
+ * one process: with 20 busy processes on the host, the VMs would share 1/21 of it).
+ */
+export function setGroupShares(layout: CgroupLayout, shares: number): void {
+  const dir = layout.bases.cpu;
+  if (!dir) return;
+  const clamped = Math.min(262_144, Math.max(2, shares));
+  if (layout.version === 'v1') fs.writeFileSync(path.join(dir, 'cpu.shares'), String(clamped));
+  else fs.writeFileSync(path.join(dir, 'cpu.weight'), String(sharesToWeight(clamped)));
+}
+
 /** Removes the base folders (the per-VM folders must be gone). Errors are ignored: best effort at shutdown. */
 export function removeBases(layout: CgroupLayout): void {
   for (const d of new Set(Object.values(layout.bases))) {

@@ -27,7 +27,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { MayflyConfig } from '../../../contracts/config.js';
 import type { VmSpec } from '../types.js';
-import { detectCgroups, prepareBases, removeBases, VmCgroup, type CgroupLayout, type VmLimits } from './cgroups.js';
+import { detectCgroups, prepareBases, removeBases, setGroupShares, VmCgroup, type CgroupLayout, type VmLimits } from './cgroups.js';
 import { UidPool } from './ids.js';
 import { checkPath, JailRoot, type BindMount } from './jail-root.js';
 
@@ -109,6 +109,8 @@ const WRAPPER = [
 
 export class Jailer {
   private readonly pending = new Set<Promise<void>>();
+  /** Sum of the cpu shares of the VMs alive now (the parent cgroup's weight, see setGroupShares). */
+  private liveShares = 0;
 
   private constructor(
     private readonly s: JailerSettings,
@@ -192,10 +194,11 @@ export class Jailer {
       if (this.cgroups) {
         cgroup = new VmCgroup(this.cgroups, `vm-${spec.id}`);
         cgroup.create(limits);
+        this.weigh(limits.cpuShares);
       }
     } catch (err) {
       fs.rmSync(fstabPath, { force: true });
-      if (cgroup) cgroup.tryRemove();
+      if (cgroup && cgroup.tryRemove()) this.weigh(-limits.cpuShares);
       this.uids.release(uid);
       throw err;
     }
@@ -219,14 +222,15 @@ export class Jailer {
         fs.rmSync(fstabPath, { force: true });
         this.root.removeMountPoint(dir);
         if (spec.memoryFile?.shared) lockTemplate(spec.memoryFile.path, gid);
-        this.finish(cgroup, uid);
+        this.finish(cgroup, uid, limits.cpuShares);
         return ended;
       },
     };
   }
 
   /** Removes the VM's cgroup (retrying while its last processes are reaped), then frees its uid. */
-  private finish(cgroup: VmCgroup | null, uid: number): void {
+  private finish(cgroup: VmCgroup | null, uid: number, shares: number): void {
+    if (cgroup) this.weigh(-shares);
     if (!cgroup || cgroup.tryRemove()) {
       this.uids.release(uid);
       return;
@@ -241,6 +245,15 @@ export class Jailer {
     })();
     this.pending.add(p);
     void p.finally(() => this.pending.delete(p));
+  }
+
+  private weigh(delta: number): void {
+    this.liveShares += delta;
+    try {
+      setGroupShares(this.cgroups!, Math.max(this.s.cpuShares, this.liveShares));
+    } catch {
+      // the parent's weight is an optimisation of fairness, not a limit: keep going
+    }
   }
 
   /** After every VM is gone: waits for cgroup removals, removes the jail root and the cgroup bases. */
