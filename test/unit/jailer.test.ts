@@ -16,6 +16,7 @@ import {
   parseOomKills,
   prepareBases,
   sharesToWeight,
+  sweepDeadBases,
   VmCgroup,
   type CgroupLayout,
 } from '../../worker/driver/jailer/cgroups.js';
@@ -162,6 +163,17 @@ describe('cgroup limit files', () => {
     expect(fs.readFileSync(path.join(c, 'vm-a', 'cpu.cfs_quota_us'), 'utf8')).toBe('50000');
     expect(cg.procsFiles()).toHaveLength(3);
     expect(limitWrites('v1', { ...limits, cpuQuotaUs: null }).find((w) => w.file === 'cpu.cfs_quota_us')?.value).toBe('-1');
+  });
+
+  it('v1: sweeps the empty cgroups of workers that are gone, not those of live ones', () => {
+    const parent = tempDir();
+    const dead = spawnSync(process.execPath, ['-e', 'console.log(process.pid)'], { encoding: 'utf8' });
+    const deadBase = path.join(parent, `mayfly-${dead.stdout.trim()}`);
+    fs.mkdirSync(path.join(deadBase, 'vm-a'), { recursive: true });
+    fs.mkdirSync(path.join(parent, `mayfly-${process.pid}`));
+    fs.mkdirSync(path.join(parent, `mayfly-${process.ppid}`));
+    expect(sweepDeadBases({ version: 'v1', bases: { memory: path.join(parent, `mayfly-${process.pid}`) } })).toBe(1);
+    expect(fs.readdirSync(parent).sort()).toEqual([`mayfly-${process.pid}`, `mayfly-${process.ppid}`].sort());
   });
 
   it('parses the oom_kill counter of v1 memory.oom_control', () => {

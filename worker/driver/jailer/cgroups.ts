@@ -186,6 +186,41 @@ export function setGroupShares(layout: CgroupLayout, shares: number): void {
   else fs.writeFileSync(path.join(dir, 'cpu.weight'), String(sharesToWeight(clamped)));
 }
 
+/**
+ * v1: removes the `mayfly-<pid>` bases (and their empty VM folders) of workers
+ * that are gone: a worker killed with SIGKILL could not remove them (its QEMUs
+ * died with it, so the folders are empty). Returns how many were removed.
+ */
+export function sweepDeadBases(layout: CgroupLayout): number {
+  if (layout.version !== 'v1') return 0;
+  let removed = 0;
+  for (const base of new Set(Object.values(layout.bases))) {
+    const parent = path.dirname(base);
+    for (const name of fs.readdirSync(parent)) {
+      const m = /^mayfly-(\d+)$/.exec(name);
+      if (!m || Number(m[1]) === process.pid || processAlive(Number(m[1]))) continue;
+      const dir = path.join(parent, name);
+      try {
+        for (const vm of fs.readdirSync(dir, { withFileTypes: true })) if (vm.isDirectory()) fs.rmdirSync(path.join(dir, vm.name));
+        fs.rmdirSync(dir);
+        removed++;
+      } catch {
+        // a process is still in it, or another worker swept it first
+      }
+    }
+  }
+  return removed;
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 /** Removes the base folders (the per-VM folders must be gone). Errors are ignored: best effort at shutdown. */
 export function removeBases(layout: CgroupLayout): void {
   for (const d of new Set(Object.values(layout.bases))) {

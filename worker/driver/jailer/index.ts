@@ -27,7 +27,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { MayflyConfig } from '../../../contracts/config.js';
 import type { VmSpec } from '../types.js';
-import { detectCgroups, prepareBases, removeBases, setGroupShares, VmCgroup, type CgroupLayout, type VmLimits } from './cgroups.js';
+import { detectCgroups, prepareBases, removeBases, setGroupShares, sweepDeadBases, VmCgroup, type CgroupLayout, type VmLimits } from './cgroups.js';
 import { UidPool } from './ids.js';
 import { checkPath, JailRoot, type BindMount } from './jail-root.js';
 
@@ -151,6 +151,7 @@ export class Jailer {
     let cgWhy = found.layout ? `cgroup ${found.layout.version} (${Object.keys(found.layout.bases).join(', ')})` : `no per-VM cgroups: ${found.why}`;
     if (layout) {
       try {
+        sweepDeadBases(layout);
         prepareBases(layout);
       } catch (err) {
         cgWhy = `no per-VM cgroups: cannot prepare ${Object.values(layout.bases).join(', ')}: ${(err as Error).message}`;
