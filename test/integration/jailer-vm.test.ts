@@ -98,7 +98,9 @@ describe.runIf(isRoot)('jailer (real VMs, root)', () => {
     const cg = j.cgroup!;
     expect(cg).not.toBeNull();
     const own = fs.readFileSync(`/proc/${pidOf(a)}/cgroup`, 'utf8');
-    for (const c of ['memory', 'cpu', 'pids'] as const) {
+    // The cpu cgroup is opt-in (MAYFLY_VM_CPU_LIMITS, see contracts/config.ts).
+    expect(cg.dirs.cpu !== undefined).toBe(config.MAYFLY_VM_CPU_LIMITS);
+    for (const c of ['memory', 'pids', ...(config.MAYFLY_VM_CPU_LIMITS ? (['cpu'] as const) : [])] as const) {
       expect(cg.dirs[c], c).toBeDefined();
       expect(own, c).toContain(`/vm-${a.vm.id}\n`);
       expect(fs.readFileSync(path.join(cg.dirs[c]!, 'cgroup.procs'), 'utf8').split('\n'), c).toContain(String(pidOf(a)));
@@ -108,6 +110,7 @@ describe.runIf(isRoot)('jailer (real VMs, root)', () => {
     if (cg.layout.version === 'v1') {
       expect(Number(read('memory', 'memory.limit_in_bytes'))).toBe(memoryMiB * MiB);
       expect(read('pids', 'pids.max')).toBe(String(config.MAYFLY_VM_PIDS_MAX));
+      if (!config.MAYFLY_VM_CPU_LIMITS) return;
       expect(read('cpu', 'cpu.shares')).toBe(String(config.MAYFLY_VM_CPU_SHARES));
       const quota = config.MAYFLY_VM_CPU_QUOTA_PCT > 0 ? String((config.MAYFLY_VM_CPU_PERIOD_US * config.MAYFLY_VM_CPU_QUOTA_PCT) / 100) : '-1';
       expect(read('cpu', 'cpu.cfs_quota_us')).toBe(quota);

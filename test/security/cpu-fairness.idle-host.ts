@@ -76,7 +76,7 @@ describe.runIf(isRoot)('CPU fairness (real platform, jailer on)', () => {
   it(`${SPINNERS} spinning VMs: the quota keeps a warm bystander within 1.5x of its p50 alone, and without it the spin hurts more`, async () => {
     p = await TestPlatform.start({
       workers: 1,
-      env: { MAYFLY_POOL_SIZE: '2', MAYFLY_MEMORY_BUDGET_MB: '8192', MAYFLY_JAILER: 'on', MAYFLY_VM_CPU_QUOTA_PCT: String(QUOTA_PCT), MAYFLY_VM_CPU_PERIOD_US: String(PERIOD_US) },
+      env: { MAYFLY_POOL_SIZE: '2', MAYFLY_MEMORY_BUDGET_MB: '8192', MAYFLY_JAILER: 'on', MAYFLY_VM_CPU_LIMITS: 'on', MAYFLY_VM_CPU_QUOTA_PCT: String(QUOTA_PCT), MAYFLY_VM_CPU_PERIOD_US: String(PERIOD_US) },
     });
     await p.waitForWorkers(['w1'], 2);
     const workerPid = p.service('w1').proc.pid!;

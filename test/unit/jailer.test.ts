@@ -44,6 +44,7 @@ const settings: JailerSettings = {
   cpuShares: 1024,
   cpuQuotaPct: 50,
   cpuPeriodUs: 100_000,
+  cpuLimits: true,
 };
 
 const V1_MOUNTINFO = `25 1 0:23 / / rw - overlay overlay rw

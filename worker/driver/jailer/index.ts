@@ -46,6 +46,8 @@ export interface JailerSettings {
   /** CFS quota per vCPU, in % of one core; 0: no quota. */
   cpuQuotaPct: number;
   cpuPeriodUs: number;
+  /** Put each VM in its own cpu cgroup (weights and quota); off by default, see MAYFLY_VM_CPU_LIMITS. */
+  cpuLimits: boolean;
 }
 
 export function jailerSettings(config: MayflyConfig): JailerSettings {
@@ -58,6 +60,7 @@ export function jailerSettings(config: MayflyConfig): JailerSettings {
     cpuShares: config.MAYFLY_VM_CPU_SHARES,
     cpuQuotaPct: config.MAYFLY_VM_CPU_QUOTA_PCT,
     cpuPeriodUs: config.MAYFLY_VM_CPU_PERIOD_US,
+    cpuLimits: config.MAYFLY_VM_CPU_LIMITS,
   };
 }
 
@@ -148,6 +151,10 @@ export class Jailer {
     uids.sweep();
     const found = detectCgroups();
     let layout: CgroupLayout | null = found.layout;
+    if (layout && !s.cpuLimits) {
+      const { cpu: _cpu, ...rest } = layout.bases;
+      layout = Object.keys(rest).length > 0 ? { ...layout, bases: rest } : null;
+    }
     let cgWhy = found.layout ? `cgroup ${found.layout.version} (${Object.keys(found.layout.bases).join(', ')})` : `no per-VM cgroups: ${found.why}`;
     if (layout) {
       try {
