@@ -234,6 +234,38 @@ export const configSchema = z.object({
   MAYFLY_IMAGE_MAX_FILES: int(1, 10_000_000).default(100_000),
   /** One registry request (manifest, token, blob download), at most (ms). */
   MAYFLY_REGISTRY_TIMEOUT_MS: int(100, 3_600_000).default(120_000),
+
+  // ---- jailer: every VM's QEMU in its own cage (worker/driver/jailer/) ----
+  /**
+   * `auto` (default): on when the worker runs as root, else skipped (logged once). `on`: required
+   * (an error when not root). `off`: QEMU runs as the worker's user, without per-VM cgroups.
+   */
+  MAYFLY_JAILER: z.enum(['auto', 'on', 'off']).default('auto'),
+  /** VM uids are BASE+1 … BASE+COUNT (one per running VM); BASE itself is the VMs' group. Reserve the range for Mayfly. */
+  MAYFLY_JAILER_UID_BASE: int(1000, 4_000_000_000).default(900_000_000),
+  MAYFLY_JAILER_UID_COUNT: int(1, 1_000_000).default(65_536),
+  /** Per-VM cgroup memory limit = guest RAM (twice for a clone, see worker/driver/jailer) + this: QEMU's own memory (measured: 80-95 MiB for a TCG clone that ran a function). */
+  MAYFLY_VM_MEMORY_OVERHEAD_MB: int(0, 65_536).default(128),
+  /** Per-VM cgroup pids limit (QEMU's threads and its migration helper count; measured: 4 threads, +2 while a snapshot migrates). */
+  MAYFLY_VM_PIDS_MAX: int(8, 1_000_000).default(64),
+  /**
+   * Per-VM cpu cgroup (the weight and quota below). Off by default: with QEMU in its own cpu cgroup the
+   * containment test's console flood loses bytes, because QEMU 7.2's virtconsole drops guest output when
+   * the worker's socket is full (EAGAIN) instead of throttling the guest, and the changed scheduling fills
+   * it; on once the guest channel is a flow-controlled virtserialport.
+   */
+  MAYFLY_VM_CPU_LIMITS: bool.default(false),
+  /** Per-VM CPU weight per vCPU (cgroup v1 cpu.shares; mapped to cpu.weight on cgroup v2). */
+  MAYFLY_VM_CPU_SHARES: int(2, 262_144).default(1024),
+  /**
+   * Per-VM CFS quota per vCPU, in % of one host core per period; 0: no quota (weights only). Default 100: a VM
+   * never gets more than one core per vCPU (QEMU's own threads included), and is never throttled below that.
+   * Lower values cap a spinning VM harder but throttle every VM's bursts too (measured: 50 made a CPU-bound
+   * warm call 14% slower; `npm run test:fairness` shows the effect on an otherwise idle host).
+   */
+  MAYFLY_VM_CPU_QUOTA_PCT: int(0, 10_000).default(100),
+  /** CFS period of that quota (µs). */
+  MAYFLY_VM_CPU_PERIOD_US: int(1000, 1_000_000).default(100_000),
 });
 
 export type MayflyConfig = z.infer<typeof configSchema>;

@@ -37,6 +37,7 @@ export type InvocationErrorCode =
   | 'INIT_FAILED'
   | 'FUNCTION_TIMEOUT'
   | 'VM_CRASHED'
+  | 'VM_MEMORY_LIMIT'
   | 'VM_BUSY';
 
 /** A failure of the VM or of loading the function, as opposed to a handler's own error. */
@@ -113,7 +114,7 @@ export class GuestSession {
     void vm.exited.then((exit) =>
       this.end(
         new InvocationError(
-          'VM_CRASHED',
+          exit.cause === 'memory-limit' ? 'VM_MEMORY_LIMIT' : 'VM_CRASHED',
           exit.reason === 'crashed'
             ? `the VM stopped unexpectedly (the guest crashed, e.g. it ran out of memory): ${exit.detail}`
             : `the VM was destroyed: ${exit.detail}`,

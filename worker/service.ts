@@ -60,6 +60,7 @@ export function platformCode(code: InvocationErrorCode): PlatformErrorCode {
     case 'GUEST_FRAME_TOO_LARGE':
     case 'GUEST_BAD_MESSAGE':
     case 'GUEST_LOG_LIMIT':
+    case 'VM_MEMORY_LIMIT':
       return 'GUEST_FAULT';
     case 'VM_BUSY':
       return 'INTERNAL';
@@ -77,6 +78,7 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
   const hostId = config.MAYFLY_HOST_ID ?? defaultHostId();
   const host = await VmHost.open(config, (p) => log.info({ image: p }, 'image build'));
   log.info({ hostId, accel: host.driver.accel, why: host.accelWhy, image: host.image.imageId }, 'VM host ready');
+  log.info({ jailer: host.jailWhy }, 'VM jailer');
   if (config.MAYFLY_CLONES) {
     const t = await host.template(config.MAYFLY_DEFAULT_MEMORY_MB);
     log.info({ functionMiB: t.functionMiB, ms: Math.round(t.makeMs) }, 'template snapshot ready');

@@ -14,6 +14,7 @@ import { ensureImage, type GuestImage, type ImageProgress, type KernelChoice } f
 import { ensureConfiguredImage } from '../functions/image/image-options.js';
 import { resolveAccel } from './driver/accel.js';
 import { QemuDriver } from './driver/qemu.js';
+import { Jailer, jailerSettings } from './driver/jailer/index.js';
 import type { HypervisorDriver, Vm } from './driver/types.js';
 import { XenDriver } from './driver/xen.js';
 import { loadPrebuiltImage } from './driver/xl-image.js';
@@ -97,6 +98,8 @@ export type HostDriver = HypervisorDriver &
 export class VmHost {
   private readonly templates = new Map<number, Promise<Template>>();
   private readonly functionTemplates = new Map<string, Promise<Template>>();
+  /** What the jailer does on this host (or why it is off): logged once by the worker. */
+  jailWhy = 'jailer not used by this driver';
 
   private constructor(
     readonly image: GuestImage,
@@ -152,9 +155,13 @@ export class VmHost {
     const { accel, why } = await resolveAccel(config.MAYFLY_ACCEL, config.MAYFLY_CACHE_DIR, image.kernelPath, () =>
       probeKvm(image, runDir, limits),
     );
-    const driver = new QemuDriver({ accel, runDir, consoleLog: config.MAYFLY_GUEST_CONSOLE_LOG, tbSizeMiB: config.MAYFLY_QEMU_TB_SIZE_MB, cacheDir: config.MAYFLY_CACHE_DIR });
+    await fsp.mkdir(runDir, { recursive: true, mode: 0o700 });
+    const jail = Jailer.open(jailerSettings(config), { runDir, kvm: accel === 'kvm' });
+    const driver = new QemuDriver({ accel, runDir, consoleLog: config.MAYFLY_GUEST_CONSOLE_LOG, jailer: jail.jailer, tbSizeMiB: config.MAYFLY_QEMU_TB_SIZE_MB, cacheDir: config.MAYFLY_CACHE_DIR });
     if (!config.MAYFLY_TEMPLATE_DIR) await sweepStaleTemplates();
-    return new VmHost(image, driver, why, limits, runDir, config.MAYFLY_TEMPLATE_DIR ?? path.join(defaultShmDir(), `mayfly-${process.pid}`));
+    const host = new VmHost(image, driver, why, limits, runDir, config.MAYFLY_TEMPLATE_DIR ?? path.join(defaultShmDir(), `mayfly-${process.pid}`));
+    host.jailWhy = jail.why;
+    return host;
   }
 
   /**

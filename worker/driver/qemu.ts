@@ -20,6 +20,7 @@ import { QmpClient } from './qmp.js';
 import { DriverError, type HypervisorDriver, type Vm, type VmExit, type VmSpec, type VmState } from './types.js';
 import { GUEST_KERNEL_ARGS } from './guest-kernel-args.js';
 import { pageOut, pageOutHelper } from './page-out.js';
+import type { JailedVm, Jailer } from './jailer/index.js';
 
 export type Accel = 'kvm' | 'tcg';
 
@@ -40,6 +41,8 @@ export interface QemuDriverOptions {
   tbSizeMiB?: number;
   /** Where the page-out helper is compiled (`reclaim`); unset: `reclaim` is not offered. */
   cacheDir?: string;
+  /** Cage every QEMU (own uid, namespaces, chroot, cgroup): ./jailer/. Absent: QEMU runs as the worker's user. */
+  jailer?: Jailer | null;
 }
 
 /** Kernel arguments measured to boot fast on microvm (../shared/notes/qemu-on-this-machine.md). */
@@ -82,6 +85,7 @@ class QemuVm implements Vm {
     readonly dir: string,
     readonly proc: ChildProcess,
     private readonly onGone: (vm: QemuVm) => void,
+    readonly jail: JailedVm | null = null,
   ) {
     this.exited = new Promise((r) => (this.resolveExit = r));
     proc.stderr?.setEncoding('utf8');
@@ -102,11 +106,18 @@ class QemuVm implements Vm {
     this.channel?.destroy();
     // Clean up before anyone learns of the exit: once `exited` settles, nothing of the VM is left.
     fs.rmSync(this.dir, { recursive: true, force: true });
+    const jailEnd = this.jail?.release();
     this.onGone(this);
     this.resolveExit(
       this.destroyReason !== null
         ? { reason: 'destroyed', detail: this.destroyReason }
-        : { reason: 'crashed', detail: `QEMU ended by itself (${how})${this.stderrTail ? `: ${this.stderrTail.trim()}` : ''}` },
+        : jailEnd?.memoryLimitKill
+          ? {
+              reason: 'crashed',
+              cause: 'memory-limit',
+              detail: `QEMU was killed by the kernel for going over the VM's memory limit (${jailEnd.memoryLimitMiB} MiB: guest RAM + QEMU's own)`,
+            }
+          : { reason: 'crashed', detail: `QEMU ended by itself (${how})${this.stderrTail ? `: ${this.stderrTail.trim()}` : ''}` },
     );
   }
 
@@ -168,12 +179,26 @@ export class QemuDriver implements HypervisorDriver {
       '-qmp', `unix:${qmpPath},server=on,wait=off`,
       '-serial', this.opts.consoleLog ? `file:${path.join(dir, 'console.log')}` : 'none',
     ];
+    let jail: JailedVm | null = null;
+    try {
+      jail = this.opts.jailer?.prepare(spec, dir) ?? null;
+    } catch (err) {
+      await fsp.rm(dir, { recursive: true, force: true });
+      throw new DriverError('VM_START_FAILED', `could not set up the jail of VM ${spec.id}: ${(err as Error).message}`);
+    }
     // setpriv (util-linux) execs QEMU with PR_SET_PDEATHSIG: if the worker dies, even by SIGKILL,
     // the kernel kills its VMs too, so a crashed worker leaves no orphaned QEMU behind.
-    const proc = spawn('setpriv', ['--pdeathsig', 'KILL', this.qemu, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-    const vm = new QemuVm(spec, dir, proc, (v) => {
-      if (this.vms.get(v.id) === v) this.vms.delete(v.id);
-    });
+    const [cmd, ...cmdArgs] = jail ? jail.command(this.qemu, args) : ['setpriv', '--pdeathsig', 'KILL', this.qemu, ...args];
+    const proc = spawn(cmd!, cmdArgs, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const vm = new QemuVm(
+      spec,
+      dir,
+      proc,
+      (v) => {
+        if (this.vms.get(v.id) === v) this.vms.delete(v.id);
+      },
+      jail,
+    );
     this.vms.set(spec.id, vm);
     const spawnError = new Promise<Error>((resolve) => proc.once('error', resolve));
     try {
@@ -274,6 +299,12 @@ export class QemuDriver implements HypervisorDriver {
 
   async close(): Promise<void> {
     await Promise.all([...this.vms.values()].map((vm) => this.destroy(vm, 'driver closed')));
+    await this.opts.jailer?.close();
+  }
+
+  /** The jail of a VM (uid, cgroup, limits), or null when the jailer is off. */
+  jailOf(vm: Vm): JailedVm | null {
+    return this.own(vm).jail;
   }
 
   /**

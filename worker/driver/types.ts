@@ -38,6 +38,8 @@ export interface VmExit {
   /** Why the VM is gone: destroyed on request, or the hypervisor process ended by itself. */
   reason: 'destroyed' | 'crashed';
   detail: string;
+  /** Known cause of a crash: the kernel killed the hypervisor process for its cgroup memory limit (the guest's doing). */
+  cause?: 'memory-limit';
 }
 
 export interface Vm {

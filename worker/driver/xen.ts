@@ -16,6 +16,14 @@
  * stderr. Domains are named `<prefix><vm id>`; the prefix is the worker's own,
  * so `sweep()` (run by `XenDriver.open`) destroys the domains a crashed
  * earlier run of the same worker left behind.
+ *
+ * The QEMU driver's jailer (./jailer/) has little to cage here: a PVH/PV domain
+ * is no dom0 process but a guest isolated by the hypervisor itself. What maps:
+ * memory is capped by Xen (`maxmem` = `memory`, no ballooning up); CPU fairness
+ * is the Xen scheduler's (credit2 weight per domain; a `cap` is not set yet);
+ * no device model runs (PVH/PV need no qemu-dm; an HVM guest would, and Xen's
+ * `device_model_user` + dm_restrict are its jailer). The dom0 side is `xl` and
+ * the shared xenconsoled, both trusted toolstack parts, not per-VM processes.
  */
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
