@@ -91,12 +91,21 @@ export const invokeRequestSchema = z.object({
   offerExpiresAt: z.number().default(0),
   /** Present when the caller asked for a timing trace: each hop appends its stamps. */
   trace: traceSchema.optional(),
+  /**
+   * Where the worker that admits the call publishes a CallAccepted (which host runs it), so a
+   * waiting gateway can answer HOST_LOST when that host's heartbeats stop (lib/host-watch.ts).
+   */
+  acceptedTo: z.string().min(1).optional(),
 });
 export type InvokeRequest = z.infer<typeof invokeRequestSchema>;
 
 /** A worker's answer on SUBJECTS.functionInvoke when it did not take the call (nothing of it ran). */
 export const directReplySchema = z.strictObject({ refused: z.string(), hostId: hostIdSchema });
 export type DirectRefusal = z.infer<typeof directReplySchema>;
+
+/** Published by a worker to a request's `acceptedTo` when it admits the call. */
+export const callAcceptedSchema = z.object({ callId: z.string(), hostId: hostIdSchema });
+export type CallAccepted = z.infer<typeof callAcceptedSchema>;
 
 export const offerReplySchema = z.union([
   z.object({ accepted: z.literal(true), hostId: hostIdSchema }),
@@ -114,6 +123,8 @@ export const platformErrorCodeSchema = z.enum([
   'GUEST_FAULT',
   'CODE_UNAVAILABLE',
   'INTERNAL',
+  /** The host running the call stopped heartbeating (died or cut off the bus); the function may or may not have run. */
+  'HOST_LOST',
 ]);
 export type PlatformErrorCode = z.infer<typeof platformErrorCodeSchema>;
 

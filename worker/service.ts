@@ -13,6 +13,7 @@ import {
   invokeRequestSchema,
   QUEUE_GROUPS,
   SUBJECTS,
+  type CallAccepted,
   type DirectRefusal,
   type Heartbeat,
   type InvokeRequest,
@@ -32,6 +33,9 @@ import { WorkerMetrics } from './metrics.js';
 import { VmHost } from './vm-host.js';
 import { stamp } from '../lib/trace.js';
 import { VmManager, type Reservation } from './vm-manager.js';
+import { BusProbe } from '../lib/bus-probe.js';
+import { watchBusCutoff } from './bus-cutoff.js';
+import type { GuestSession } from './guest-session.js';
 
 export interface WorkerService {
   hostId: string;
@@ -76,7 +80,7 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
     const t = await host.template(config.MAYFLY_DEFAULT_MEMORY_MB);
     log.info({ functionMiB: t.functionMiB, ms: Math.round(t.makeMs) }, 'template snapshot ready');
   }
-  const nc: NatsConnection = await connectNats(config.MAYFLY_NATS_URL, `mayfly-worker-${hostId}`);
+  const nc: NatsConnection = await connectNats(config.MAYFLY_NATS_URL, `mayfly-worker-${hostId}`, { jsReplicas: config.MAYFLY_JS_REPLICAS });
   const store = await FunctionStore.open(nc, functionLimits(config));
   const js = jetstream(nc);
   const secrets = await SecretStore.open(nc, secretsKey(config).key);
@@ -114,11 +118,25 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
   let inflight = 0;
   let draining = false;
   const running = new Set<Promise<void>>();
+  /** Sessions running a call, ended when the host is cut off the bus (bus-cutoff.ts). */
+  const sessions = new Set<GuestSession>();
+  const probe = new BusProbe(nc);
+  const cutoff = watchBusCutoff({
+    probe,
+    limitMs: config.MAYFLY_BUS_LOST_MS,
+    log,
+    onCut: (ms) => {
+      for (const s of sessions) void s.destroy(`host ${hostId} was cut off the bus for ${ms} ms; the call was given up`).catch(() => {});
+    },
+  });
 
   /** Admits a call (memory) and runs it in the background; the result goes to req.replyTo. */
   function admit(req: InvokeRequest): boolean {
+    if (cutoff.cut) return false;
     const reservation = manager.reserve(req.fn);
     if (!reservation) return false;
+    // Tell the waiting gateway which host runs the call: it answers HOST_LOST if this host dies.
+    if (req.acceptedTo) nc.publish(req.acceptedTo, jsonCodec.encode({ callId: req.callId, hostId } satisfies CallAccepted));
     inflight++;
     const p = run(req, reservation).finally(() => {
       inflight--;
@@ -249,6 +267,7 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
           receivedAt: req.receivedAt,
         });
         let healthy = false;
+        sessions.add(lease.session);
         try {
           const outcome = await lease.session.invoke({ callId: req.callId, event: req.event, timeoutMs: req.fn.timeoutMs });
           stamp(req.trace, 'guest-result');
@@ -272,6 +291,7 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
             published = true;
           }
         } finally {
+          sessions.delete(lease.session);
           await lease.release(healthy);
         }
       } catch (err) {
@@ -344,6 +364,8 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
     async stop() {
       draining = true;
       clearInterval(heartbeat);
+      cutoff.stop();
+      probe.stop();
       sub.unsubscribe();
       for (const d of direct.values()) d.unsubscribe();
       direct.clear();
