@@ -37,6 +37,13 @@ export const SUBJECTS = {
    */
   asyncResults: 'mayfly.async.result.>',
   asyncResult: (callId: string, attempt: number) => `mayfly.async.result.${attempt}.${Buffer.from(callId).toString('base64url')}`,
+  /**
+   * A gateway whose NATS connection came back (its node died) publishes a ResendRequest with the
+   * sync calls it still waits for: a reply published while it was away is gone. Every worker
+   * publishes again the result of any of them it finished in the last minute (to the same reply
+   * subject) and a CallAccepted for any it still runs (worker/recent-results.ts).
+   */
+  resend: 'mayfly.calls.resend',
 } as const;
 
 export const QUEUE_GROUPS = { schedulers: 'mayfly-schedulers', workers: 'mayfly-workers' } as const;
@@ -106,6 +113,9 @@ export type DirectRefusal = z.infer<typeof directReplySchema>;
 /** Published by a worker to a request's `acceptedTo` when it admits the call. */
 export const callAcceptedSchema = z.object({ callId: z.string(), hostId: hostIdSchema });
 export type CallAccepted = z.infer<typeof callAcceptedSchema>;
+
+export const resendRequestSchema = z.object({ callIds: z.array(z.string().min(1).max(128)).max(10_000) });
+export type ResendRequest = z.infer<typeof resendRequestSchema>;
 
 export const offerReplySchema = z.union([
   z.object({ accepted: z.literal(true), hostId: hostIdSchema }),

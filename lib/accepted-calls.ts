@@ -4,9 +4,11 @@
  * the call from the worker's CallAccepted (InvokeRequest.acceptedTo), and
  * settles `lost` when that host stops heartbeating (HostWatch). One
  * subscription per process; one subject token per call (call ids may hold dots).
+ * When the connection comes back after its NATS node died, it asks the workers
+ * to send again the results and acceptances of the calls still waiting.
  */
 import { createInbox, type NatsConnection, type Subscription } from '@nats-io/transport-node';
-import { callAcceptedSchema } from '../contracts/bus.js';
+import { callAcceptedSchema, SUBJECTS, type ResendRequest } from '../contracts/bus.js';
 import type { HostWatch, LostWatch } from './host-watch.js';
 import { jsonCodec } from './nats.js';
 
@@ -32,9 +34,13 @@ export class AcceptedCalls {
   private next = 0;
 
   constructor(
-    nc: NatsConnection,
+    private readonly nc: NatsConnection,
     private readonly hosts: HostWatch,
   ) {
+    // Back on the bus after its node died: replies published meanwhile are gone; ask the workers again.
+    void (async () => {
+      for await (const s of nc.status()) if (s.type === 'reconnect') this.askResend();
+    })().catch(() => {});
     this.sub = nc.subscribe(`${this.prefix}.*`, {
       callback: (err, msg) => {
         if (err) return;
@@ -65,6 +71,14 @@ export class AcceptedCalls {
         this.entries.delete(token);
       },
     };
+  }
+
+  /** Asks every worker to send again what it has of the calls still waiting (SUBJECTS.resend). */
+  askResend(): void {
+    const callIds = [...new Set([...this.entries.values()].map((e) => e.callId))];
+    for (let i = 0; i < callIds.length; i += 1000) {
+      this.nc.publish(SUBJECTS.resend, jsonCodec.encode({ callIds: callIds.slice(i, i + 1000) } satisfies ResendRequest));
+    }
   }
 
   /** Calls being tracked (tests). */

@@ -19,7 +19,7 @@ import {
 
 import type { MayflyConfig } from '../contracts/config.js';
 import { kvKeys } from './kv-keys.js';
-import { jsReplicas } from './js-replicas.js';
+import { jsReplicas, kvReplicas } from './js-replicas.js';
 
 export interface FunctionLimits {
   defaultMemoryMiB: number;
@@ -69,7 +69,7 @@ export class FunctionStore {
   ) {}
 
   static async open(nc: NatsConnection, limits: FunctionLimits): Promise<FunctionStore> {
-    const kv = await new Kvm(nc).create(STORES.functions, { history: 1, replicas: jsReplicas(nc) });
+    const kv = await new Kvm(nc).create(STORES.functions, { history: 1, ...kvReplicas(nc) });
     const code = await new Objm(nc).create(STORES.code, { replicas: jsReplicas(nc) });
     return new FunctionStore(nc, kv, code, limits);
   }

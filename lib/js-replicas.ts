@@ -17,3 +17,14 @@ export function setJsReplicas(nc: NatsConnection, replicas: number): void {
 export function jsReplicas(nc: NatsConnection): number {
   return byConnection.get(nc) ?? 1;
 }
+
+/**
+ * Options for a KV bucket: its replicas and, when replicated, reads from the stream leader only
+ * (allow_direct off). With direct gets a follower that is behind may answer a read with an older
+ * value, and Mayfly reads a call record right after writing it (compare-and-set of the callback
+ * claim): seen in the cluster fault test as calls whose callback was never claimed.
+ */
+export function kvReplicas(nc: NatsConnection): { replicas: number; allow_direct?: boolean } {
+  const replicas = jsReplicas(nc);
+  return replicas > 1 ? { replicas, allow_direct: false } : { replicas };
+}

@@ -54,3 +54,33 @@ export const jsonCodec = {
   encode: (v: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(v)),
   decode: (b: Uint8Array): unknown => JSON.parse(new TextDecoder().decode(b)),
 };
+
+/** Settles each time the connection is back after a disconnect (its node died: it is on another now). */
+export class Reconnects {
+  private waiters: Array<() => void> = [];
+  private stopped = false;
+
+  constructor(nc: NatsConnection) {
+    void (async () => {
+      for await (const s of nc.status()) {
+        if (this.stopped) break;
+        if (s.type !== 'reconnect') continue;
+        const w = this.waiters;
+        this.waiters = [];
+        for (const r of w) r();
+      }
+    })().catch(() => {});
+  }
+
+  /** The next reconnect; cancel() when no longer waiting (or the waiter stays until a reconnect). */
+  next(): { promise: Promise<'reconnected'>; cancel(): void } {
+    let waiter!: () => void;
+    const promise = new Promise<'reconnected'>((r) => (waiter = () => r('reconnected')));
+    this.waiters.push(waiter);
+    return { promise, cancel: () => (this.waiters = this.waiters.filter((w) => w !== waiter)) };
+  }
+
+  stop(): void {
+    this.stopped = true;
+  }
+}

@@ -28,7 +28,7 @@ import { AsyncResults } from '../lib/async-results.js';
 import { CallRecords, isFinal, newRecord } from '../lib/call-records.js';
 import { FunctionStore, functionLimits } from '../lib/function-store.js';
 import type { Logger } from '../lib/logger.js';
-import { jsonCodec, type NatsConnection } from '../lib/nats.js';
+import { jsonCodec, Reconnects, type NatsConnection } from '../lib/nats.js';
 import { mapInvokeResult } from '../lib/response-mapping.js';
 import type { HostWatch, LostWatch } from '../lib/host-watch.js';
 import type { SchedulerMetrics } from './metrics.js';
@@ -59,6 +59,7 @@ export async function startAsyncConsumer(
   const functions = await FunctionStore.open(nc, functionLimits(config));
   const consumer = await asyncConsumer(nc, { ackWaitMs: config.MAYFLY_ASYNC_ACK_WAIT_MS });
   const results = await AsyncResults.open(nc);
+  const reconnects = new Reconnects(nc);
   const perFunction = new Map<string, number>();
   let running = 0;
   let stopped = false;
@@ -94,7 +95,19 @@ export async function startAsyncConsumer(
             return null;
           })
         : timedOut;
-      const result = await Promise.race([first, timedOut, lost]);
+      let result: InvokeResult | null = null;
+      for (;;) {
+        const back = reconnects.next();
+        const r = await Promise.race([first, timedOut, lost, back.promise]);
+        back.cancel();
+        if (r !== 'reconnected') {
+          result = r;
+          break;
+        }
+        // Back on the bus after a NATS node died: a result published meanwhile is in the stream only.
+        result = await results.stored(call.callId, n).catch(() => null);
+        if (result) break;
+      }
       clearTimeout(timer);
       return result ?? (await results.stored(call.callId, n));
     } finally {
@@ -383,6 +396,7 @@ export async function startAsyncConsumer(
     async stop() {
       stopped = true;
       await Promise.allSettled(loops);
+      reconnects.stop();
     },
   };
 }

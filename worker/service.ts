@@ -35,6 +35,7 @@ import { stamp } from '../lib/trace.js';
 import { VmManager, type Reservation } from './vm-manager.js';
 import { BusProbe } from '../lib/bus-probe.js';
 import { watchBusCutoff } from './bus-cutoff.js';
+import { RecentResults } from './recent-results.js';
 import type { GuestSession } from './guest-session.js';
 
 export interface WorkerService {
@@ -121,6 +122,7 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
   /** Sessions running a call, ended when the host is cut off the bus (bus-cutoff.ts). */
   const sessions = new Set<GuestSession>();
   const probe = new BusProbe(nc);
+  const recent = new RecentResults(nc, hostId);
   const cutoff = watchBusCutoff({
     probe,
     limitMs: config.MAYFLY_BUS_LOST_MS,
@@ -137,6 +139,7 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
     if (!reservation) return false;
     // Tell the waiting gateway which host runs the call: it answers HOST_LOST if this host dies.
     if (req.acceptedTo) nc.publish(req.acceptedTo, jsonCodec.encode({ callId: req.callId, hostId } satisfies CallAccepted));
+    recent.started(req.callId, req.acceptedTo);
     inflight++;
     const p = run(req, reservation).finally(() => {
       inflight--;
@@ -198,8 +201,13 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
         outcome: { kind: 'platform', code: 'INTERNAL', message: `the result is ${data.length} bytes, above the bus limit of ${max}` },
       } satisfies InvokeResult);
     }
-    if (replyTo.startsWith(ASYNC_RESULT_PREFIX)) storeAsyncResult(replyTo, data);
-    else nc.publish(replyTo, data);
+    if (replyTo.startsWith(ASYNC_RESULT_PREFIX)) {
+      storeAsyncResult(replyTo, data);
+      recent.finished(result.callId);
+    } else {
+      nc.publish(replyTo, data);
+      recent.finished(result.callId, replyTo, data); // sent again if the gateway's NATS node lost it
+    }
   }
 
   /**
@@ -366,6 +374,7 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
       clearInterval(heartbeat);
       cutoff.stop();
       probe.stop();
+      recent.stop();
       sub.unsubscribe();
       for (const d of direct.values()) d.unsubscribe();
       direct.clear();

@@ -139,3 +139,30 @@ describe('BusProbe and the worker cut-off', () => {
     c.stop();
   });
 });
+
+describe('RecentResults (a worker sends again what a gateway lost)', () => {
+  it('sends again a finished sync result and the acceptance of a running call, nothing else', async () => {
+    const { RecentResults } = await import('../../worker/recent-results.js');
+    const sent: Array<[string, string]> = [];
+    const nc = {
+      subscribe: () => ({ unsubscribe: () => {} }),
+      publish: (subject: string, data: Uint8Array) => sent.push([subject, new TextDecoder().decode(data)]),
+    } as unknown as NatsConnection;
+    let now = 1_000_000;
+    const r = new RecentResults(nc, 'h1', () => now);
+    r.started('done', 'acc.1');
+    r.finished('done', '_INBOX.x.1', new TextEncoder().encode('{"callId":"done"}'));
+    r.started('running', 'acc.2');
+    r.started('async', undefined);
+    r.finished('async'); // async results live in JetStream, not here
+    expect(r.resend(['done', 'running', 'async', 'unknown'])).toBe(2);
+    expect(sent).toEqual([
+      ['_INBOX.x.1', '{"callId":"done"}'],
+      ['acc.2', '{"callId":"running","hostId":"h1"}'],
+    ]);
+    now += 61_000; // kept for a minute
+    sent.length = 0;
+    expect(r.resend(['done'])).toBe(0);
+    r.stop();
+  });
+});
