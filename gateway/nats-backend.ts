@@ -41,9 +41,9 @@ export async function createNatsBackend(
   await ensureAsyncStream(nc);
   const publisher = new AsyncPublisher(nc);
   // A sync call whose host stops heartbeating is answered HOST_LOST then, not at its timeout.
-  const hostWatch = new HostWatch(config.MAYFLY_HOST_TTL_MS, nc);
-  const accepted = new AcceptedCalls(nc, hostWatch);
   const busProbe = new BusProbe(nc);
+  const hostWatch = new HostWatch(config.MAYFLY_HOST_TTL_MS, nc, { ownBusLostForMs: () => busProbe.lostForMs() });
+  const accepted = new AcceptedCalls(nc, hostWatch);
 
   /** A sync call's record, written once it is done (best effort: the caller has its answer already). */
   async function recordSync(fn: FunctionRecord, result: InvokeResult, queuedAt: Date): Promise<void> {

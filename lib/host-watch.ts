@@ -7,6 +7,9 @@
  *
  * A host this process has not heard from yet gets one TTL of grace from the
  * moment it is first watched (a gateway that just started has seen no beats).
+ * While this process itself is off the bus (`ownBusLostForMs`, lib/bus-probe.ts)
+ * it hears no heartbeats and judges no host; when it is back, every host gets
+ * the time it was away added (no host is lost for a gap that was ours).
  */
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import { heartbeatSchema, SUBJECTS } from '../contracts/bus.js';
@@ -18,18 +21,26 @@ export interface LostWatch {
   cancel(): void;
 }
 
+/** Own bus silent longer than this: heartbeats are not judged. */
+const OWN_BUS_PAUSE_MS = 1500;
+
 export class HostWatch {
   private readonly lastBeat = new Map<string, number>();
   private readonly waiters = new Map<string, Set<(host: string) => void>>();
   private readonly sub: Subscription | null;
   private readonly timer: NodeJS.Timeout;
+  private readonly now: () => number;
+  private readonly ownBusLostForMs: () => number;
+  private pausedAt: number | null = null;
 
   /** With `nc`, listens to heartbeats itself; without it, the owner calls saw() for each beat (tests). */
   constructor(
     private readonly ttlMs: number,
     nc?: NatsConnection,
-    private readonly now: () => number = Date.now,
+    opts: { now?: () => number; ownBusLostForMs?: () => number } = {},
   ) {
+    this.now = opts.now ?? Date.now;
+    this.ownBusLostForMs = opts.ownBusLostForMs ?? (() => 0);
     this.sub = nc
       ? nc.subscribe(SUBJECTS.heartbeat, {
           callback: (err, msg) => {
@@ -82,6 +93,15 @@ export class HostWatch {
   }
 
   check(): void {
+    if (this.ownBusLostForMs() > OWN_BUS_PAUSE_MS) {
+      this.pausedAt ??= this.now();
+      return;
+    }
+    if (this.pausedAt !== null) {
+      const away = this.now() - this.pausedAt + OWN_BUS_PAUSE_MS;
+      for (const [id, at] of this.lastBeat) this.lastBeat.set(id, at + away);
+      this.pausedAt = null;
+    }
     const old = this.now() - 10 * this.ttlMs;
     for (const [hostId, at] of this.lastBeat) if (at < old && !this.waiters.has(hostId)) this.lastBeat.delete(hostId);
     for (const [hostId, set] of this.waiters) {

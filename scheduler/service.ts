@@ -26,6 +26,7 @@ import { connectNats, jsonCodec } from '../lib/nats.js';
 import { prometheusSdFile, TargetsFile } from '../lib/prometheus-sd.js';
 import { startAsyncConsumer } from './async-consumer.js';
 import { HostWatch } from '../lib/host-watch.js';
+import { BusProbe } from '../lib/bus-probe.js';
 import { SchedulerMetrics } from './metrics.js';
 import { rankHosts } from './placement.js';
 import { stamp } from '../lib/trace.js';
@@ -135,7 +136,8 @@ export async function startScheduler(config: MayflyConfig, log: Logger): Promise
   });
 
   // Async attempts on a host that stops heartbeating are given up at the host TTL, not at their timeout.
-  const hostWatch = new HostWatch(config.MAYFLY_HOST_TTL_MS, nc);
+  const busProbe = new BusProbe(nc);
+  const hostWatch = new HostWatch(config.MAYFLY_HOST_TTL_MS, nc, { ownBusLostForMs: () => busProbe.lostForMs() });
   const asyncCalls = await startAsyncConsumer(nc, config, log, place, metrics, hostWatch);
   const triggers = await startTriggers(nc, config, log, metrics);
 
@@ -188,6 +190,7 @@ export async function startScheduler(config: MayflyConfig, log: Logger): Promise
       await triggers.stop();
       await asyncCalls.stop();
       hostWatch.stop();
+      busProbe.stop();
       await nc.drain().catch(() => {});
       await metricsServer.close();
     },

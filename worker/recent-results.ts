@@ -2,7 +2,7 @@
  * What a worker can send again when a gateway lost replies (SUBJECTS.resend:
  * its NATS node died while results were on their way): the encoded results of
  * sync calls it finished in the last KEEP_MS, and the CallAccepted of the calls
- * it still runs. Bounded: at most MAX_KEPT results, the oldest dropped first.
+ * it still runs. Bounded: at most MAX_KEPT results and MAX_KEPT_BYTES, the oldest dropped first.
  */
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import { resendRequestSchema, SUBJECTS, type CallAccepted } from '../contracts/bus.js';
@@ -10,10 +10,12 @@ import { jsonCodec } from '../lib/nats.js';
 
 export const KEEP_MS = 60_000;
 export const MAX_KEPT = 5000;
+export const MAX_KEPT_BYTES = 64 * 1024 * 1024;
 
 export class RecentResults {
   private readonly results = new Map<string, { replyTo: string; data: Uint8Array; at: number }>();
   private readonly running = new Map<string, string | undefined>();
+  private bytes = 0;
   private readonly sub: Subscription;
 
   constructor(
@@ -42,13 +44,21 @@ export class RecentResults {
   finished(callId: string, replyTo?: string, data?: Uint8Array): void {
     this.running.delete(callId);
     if (!replyTo || !data) return;
-    this.results.delete(callId);
+    this.drop(callId);
     this.results.set(callId, { replyTo, data, at: this.now() });
+    this.bytes += data.length;
     const old = this.now() - KEEP_MS;
     for (const [id, r] of this.results) {
-      if (r.at >= old && this.results.size <= MAX_KEPT) break;
-      this.results.delete(id);
+      if (r.at >= old && this.results.size <= MAX_KEPT && this.bytes <= MAX_KEPT_BYTES) break;
+      this.drop(id);
     }
+  }
+
+  private drop(callId: string): void {
+    const r = this.results.get(callId);
+    if (!r) return;
+    this.bytes -= r.data.length;
+    this.results.delete(callId);
   }
 
   /** Publishes again what it has of these calls; returns how many messages it sent. */

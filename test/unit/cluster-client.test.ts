@@ -57,6 +57,24 @@ describe('HostWatch', () => {
     w.stop();
   });
 
+  it('judges no host while its own bus is away, and adds that time to every host when back', async () => {
+    vi.useFakeTimers();
+    let own = 0;
+    const w = new HostWatch(2000, undefined, { ownBusLostForMs: () => own });
+    w.saw('h');
+    let lost = false;
+    void w.whenLost('h').promise.then(() => (lost = true));
+    own = 1600; // our own connection went silent: no heartbeats reach us
+    await vi.advanceTimersByTimeAsync(8000);
+    expect(lost).toBe(false);
+    own = 0; // back: the host gets the time we were away
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(lost).toBe(false);
+    await vi.advanceTimersByTimeAsync(4000); // and is lost if it still does not beat
+    expect(lost).toBe(true);
+    w.stop();
+  });
+
   it('answers at once for a known host already past its TTL', async () => {
     vi.useFakeTimers();
     const w = new HostWatch(1000);
