@@ -105,7 +105,14 @@ for (const variant of [
             const res = await fetch(`${c.url}/function/work`, { method: 'POST', body: `sync-${k}-${i}`, signal: AbortSignal.timeout(SYNC_TIMEOUT_MS + 5000) });
             const text = await res.text();
             let code: string | undefined;
-            if (res.status !== 200) code = (JSON.parse(text) as { code?: string }).code;
+            if (res.status !== 200) {
+              try {
+                code = (JSON.parse(text) as { code?: string }).code;
+              } catch {
+                // HAProxy's own page: every gateway is out (their /healthz says NATS is away)
+                code = res.status === 503 ? 'LB_NO_GATEWAY' : `not JSON: ${text.slice(0, 60)}`;
+              }
+            }
             sync.push({ status: res.status, code, host: res.headers.get('x-mayfly-host'), ms: Date.now() - t, at: Date.now() });
           } catch (err) {
             sync.push({ status: 0, code: (err as Error).name, ms: Date.now() - t, at: Date.now() });
@@ -212,6 +219,12 @@ for (const variant of [
         perHost,
       };
       process.stdout.write(`cluster faults (${variant.name}):\n  ${events.join('\n  ')}\n  ${JSON.stringify(counts)}\n`);
+      for (const r of [...records.values()].filter((x) => x.status !== 'succeeded').slice(0, 5)) {
+        process.stdout.write(`  not succeeded: ${JSON.stringify({ id: r.callId, status: r.status, code: r.statusCode, error: r.error, attempts: r.attempts, host: r.hostId, started: r.startedAt, ended: r.endedAt })}\n`);
+      }
+      for (const x of sync.filter((y) => y.status !== 200)) {
+        process.stdout.write(`  sync ${x.status} ${x.code ?? ''} host ${x.host ?? '-'}: sent at ${((x.at - x.ms - t0) / 1000).toFixed(1)}s, answered after ${x.ms} ms\n`);
+      }
       for (const id of [...accepted].filter((x) => rx.forCall(x).length !== 1).slice(0, 5)) {
         const r = records.get(id);
         process.stdout.write(`  no single callback for ${id}: ${rx.forCall(id).length} callbacks, record ${JSON.stringify({ status: r?.status, attempts: r?.attempts, host: r?.hostId, callback: r?.callbackStatus, endedAt: r?.endedAt })}\n`);
