@@ -30,6 +30,9 @@ import { AcceptedCalls } from '../lib/accepted-calls.js';
 import { HostWatch } from '../lib/host-watch.js';
 import { BusProbe } from '../lib/bus-probe.js';
 
+/** The one-hop request was taken by no worker in time (see invokeTracked). */
+class DirectUnseen extends Error {}
+
 export async function createNatsBackend(
   config: MayflyConfig,
 ): Promise<{ backend: GatewayBackend; nc: NatsConnection; close(): Promise<void> }> {
@@ -91,7 +94,7 @@ export async function createNatsBackend(
   async function invokeOnce(fn: FunctionRecord, callId: string, event: InvocationEvent, trace?: Trace): Promise<InvokeResult> {
     const tracked = accepted.track(callId);
     try {
-      return await invokeTracked(fn, callId, event, tracked.acceptedTo, tracked.lost, trace);
+      return await invokeTracked(fn, callId, event, tracked.acceptedTo, tracked.lost, tracked.accepted, trace);
     } finally {
       tracked.done();
     }
@@ -103,6 +106,7 @@ export async function createNatsBackend(
     event: InvocationEvent,
     acceptedTo: string,
     lost: Promise<string>,
+    accepted: Promise<string>,
     trace?: Trace,
   ): Promise<InvokeResult> {
     const t0 = performance.now();
@@ -121,9 +125,10 @@ export async function createNatsBackend(
     // replyTo is the request's own inbox: the worker (or the scheduler) takes it from the message.
     const request = { callId, fn, event, receivedAt: Date.now(), trace, acceptedTo };
     /** The request's answer, or HOST_LOST when the host that admitted the call stops heartbeating first. */
-    const orLost = <T>(p: Promise<T>): Promise<{ msg: T } | { lost: InvokeResult }> => {
+    const orLost = <T>(p: Promise<T>, unseen?: Promise<{ unseen: true }>): Promise<{ msg: T } | { lost: InvokeResult } | { unseen: true }> => {
       p.catch(() => {}); // its timeout still fires after a HOST_LOST answer
       return Promise.race([
+        ...(unseen ? [unseen] : []),
         p.then((msg) => ({ msg })),
         lost.then((host) => ({
           lost: { ...platform(
@@ -135,8 +140,20 @@ export async function createNatsBackend(
     };
     try {
       stamp(trace, 'gw-send');
-      const answer = await orLost(nc.request(SUBJECTS.functionInvoke(fn.name, fn.version), jsonCodec.encode(request), { timeout }));
+      // One hop: a worker must take the call within half the offer timeout (it refuses an older request) and
+      // says so at once (CallAccepted). Neither within the offer timeout: no live worker got it (a host cut
+      // off the network whose connection NATS has not dropped yet), so nothing runs it: the scheduler places it.
+      let unseenTimer: NodeJS.Timeout | undefined;
+      const unseen = new Promise<{ unseen: true }>((r) => {
+        unseenTimer = setTimeout(() => r({ unseen: true }), config.MAYFLY_OFFER_TIMEOUT_MS);
+        void accepted.then(() => clearTimeout(unseenTimer));
+      });
+      const direct = { ...request, offerExpiresAt: Date.now() + config.MAYFLY_OFFER_TIMEOUT_MS / 2 };
+      const answer = await orLost(nc.request(SUBJECTS.functionInvoke(fn.name, fn.version), jsonCodec.encode(direct), { timeout }), unseen).finally(() =>
+        clearTimeout(unseenTimer),
+      );
       if ('lost' in answer) return { ...answer.lost, route: 'direct' };
+      if ('unseen' in answer) throw new DirectUnseen();
       const msg = answer.msg;
       const at = performance.timeOrigin + performance.now();
       const body = jsonCodec.decode(msg.data);
@@ -144,7 +161,8 @@ export async function createNatsBackend(
       // The worker started nothing: placement by the scheduler.
       stamp(trace, 'gw-refused');
     } catch (err) {
-      if (!(err instanceof RequestError && err.isNoResponders())) {
+      if (err instanceof DirectUnseen) stamp(trace, 'gw-unseen');
+      else if (!(err instanceof RequestError && err.isNoResponders())) {
         if (err instanceof TimeoutError || (err instanceof RequestError && err.cause instanceof TimeoutError)) {
           return platform('FUNCTION_TIMEOUT', `no result within ${timeout} ms (function timeout ${fn.timeoutMs} ms plus start overhead)`);
         }
@@ -154,7 +172,7 @@ export async function createNatsBackend(
     try {
       stamp(trace, 'gw-place');
       const answer = await orLost(nc.request(SUBJECTS.invoke, jsonCodec.encode(request), { timeout }));
-      if ('lost' in answer) return { ...answer.lost, route: 'placed' };
+      if (!('msg' in answer)) return { ...(answer as { lost: InvokeResult }).lost, route: 'placed' };
       const msg = answer.msg;
       return { ...result(jsonCodec.decode(msg.data)), route: 'placed' };
     } catch (err) {

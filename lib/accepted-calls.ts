@@ -17,6 +17,8 @@ export interface TrackedCall {
   acceptedTo: string;
   /** Resolves with the host id once the host that admitted the call is lost; never rejects. */
   lost: Promise<string>;
+  /** Resolves with the host id when a worker says it admitted the call. */
+  accepted: Promise<string>;
   /** The call is answered: stop watching. */
   done(): void;
 }
@@ -24,6 +26,7 @@ export interface TrackedCall {
 interface Entry {
   callId: string;
   lostTo: (host: string) => void;
+  acceptedBy: (host: string) => void;
   watch?: LostWatch;
 }
 
@@ -49,6 +52,7 @@ export class AcceptedCalls {
         try {
           const a = callAcceptedSchema.safeParse(jsonCodec.decode(msg.data));
           if (!a.success || a.data.callId !== entry.callId) return;
+          entry.acceptedBy(a.data.hostId);
           entry.watch = this.hosts.whenLost(a.data.hostId);
           void entry.watch.promise.then(entry.lostTo);
         } catch {
@@ -62,10 +66,13 @@ export class AcceptedCalls {
     const token = (this.next++).toString(36);
     let lostTo!: (host: string) => void;
     const lost = new Promise<string>((r) => (lostTo = r));
-    this.entries.set(token, { callId, lostTo });
+    let acceptedBy!: (host: string) => void;
+    const accepted = new Promise<string>((r) => (acceptedBy = r));
+    this.entries.set(token, { callId, lostTo, acceptedBy });
     return {
       acceptedTo: `${this.prefix}.${token}`,
       lost,
+      accepted,
       done: () => {
         this.entries.get(token)?.watch?.cancel();
         this.entries.delete(token);

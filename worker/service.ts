@@ -184,6 +184,8 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
           stamp(req.trace, 'worker-recv');
           if (draining) return refuse('host is shutting down');
           if (req.fn.name !== fn.name || req.fn.version !== fn.version) return refuse('function version does not match the subject');
+          // The gateway stops waiting for this host after its offer timeout (a cut-off host's stale request).
+          if (req.offerExpiresAt && Date.now() > req.offerExpiresAt) return refuse('offer expired');
           if (!admit(req)) refuse('host memory budget is full');
         },
       }),
