@@ -3,6 +3,11 @@
  * its NATS node died while results were on their way): the encoded results of
  * sync calls it finished in the last KEEP_MS, and the CallAccepted of the calls
  * it still runs. Bounded: at most MAX_KEPT results and MAX_KEPT_BYTES, the oldest dropped first.
+ *
+ * The same when the worker's own connection comes back (its node died): results it
+ * published in the last RECONNECT_RESEND_MS may have died with the node, so it
+ * sends them again, and the acceptances of what it runs. A gateway drops a reply
+ * to a request it no longer waits for, so a second copy is harmless.
  */
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import { resendRequestSchema, SUBJECTS, type CallAccepted } from '../contracts/bus.js';
@@ -11,6 +16,7 @@ import { jsonCodec } from '../lib/nats.js';
 export const KEEP_MS = 60_000;
 export const MAX_KEPT = 5000;
 export const MAX_KEPT_BYTES = 64 * 1024 * 1024;
+export const RECONNECT_RESEND_MS = 10_000;
 
 export class RecentResults {
   private readonly results = new Map<string, { replyTo: string; data: Uint8Array; at: number }>();
@@ -23,6 +29,9 @@ export class RecentResults {
     private readonly hostId: string,
     private readonly now: () => number = Date.now,
   ) {
+    void (async () => {
+      for await (const s of nc.status()) if (s.type === 'reconnect') this.resendRecent();
+    })().catch(() => {});
     this.sub = nc.subscribe(SUBJECTS.resend, {
       callback: (err, msg) => {
         if (err) return;
@@ -78,6 +87,12 @@ export class RecentResults {
       }
     }
     return sent;
+  }
+
+  /** After a reconnect: the results of the last RECONNECT_RESEND_MS and every running call's acceptance. */
+  resendRecent(): number {
+    const since = this.now() - RECONNECT_RESEND_MS;
+    return this.resend([...[...this.results].filter(([, r]) => r.at >= since).map(([id]) => id), ...this.running.keys()]);
   }
 
   stop(): void {

@@ -163,6 +163,7 @@ describe('RecentResults (a worker sends again what a gateway lost)', () => {
     const { RecentResults } = await import('../../worker/recent-results.js');
     const sent: Array<[string, string]> = [];
     const nc = {
+      status: () => ({ [Symbol.asyncIterator]: () => ({ next: () => new Promise(() => {}) }) }),
       subscribe: () => ({ unsubscribe: () => {} }),
       publish: (subject: string, data: Uint8Array) => sent.push([subject, new TextDecoder().decode(data)]),
     } as unknown as NatsConnection;
@@ -178,7 +179,12 @@ describe('RecentResults (a worker sends again what a gateway lost)', () => {
       ['_INBOX.x.1', '{"callId":"done"}'],
       ['acc.2', '{"callId":"running","hostId":"h1"}'],
     ]);
-    now += 61_000; // kept for a minute
+    r.finished('later', '_INBOX.x.2', new TextEncoder().encode('{"callId":"later"}'));
+    now += 9000;
+    sent.length = 0;
+    expect(r.resendRecent()).toBe(3); // after its own reconnect: results of the last 10 s, acceptances of running calls
+    expect(sent.map(([subject]) => subject).sort()).toEqual(['_INBOX.x.1', '_INBOX.x.2', 'acc.2']);
+    now += 52_000; // kept for a minute
     sent.length = 0;
     expect(r.resend(['done'])).toBe(0);
     r.stop();
