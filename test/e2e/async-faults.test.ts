@@ -73,8 +73,7 @@ it(`keeps every accepted async call through worker, scheduler and NATS failures 
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({
       service: 'work',
-      isolation: 'per-function',
-      timeout: 5,
+      isolation: 'per-function', // and the default function timeout (30 s), like everything else here
       code: `import crypto from 'node:crypto';
              export const handler = async (e) => {
                await new Promise((r) => setTimeout(r, 50));
