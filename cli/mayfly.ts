@@ -8,6 +8,7 @@ import { runCommand } from './run-command.js';
 import { imageCommand } from './image-command.js';
 import { gatewayCommand, schedulerCommand, workerCommand } from './services.js';
 import { upCommand } from './up-command.js';
+import { clusterCommand } from './cluster-command.js';
 import * as client from './client/commands.js';
 import { CliError } from './client/errors.js';
 
@@ -30,6 +31,10 @@ commands:
   up
       The whole platform on this machine: nats-server (unless MAYFLY_NATS_URL is set),
       gateway, scheduler and one worker. Ctrl-C stops everything, VMs included.
+  cluster [--hosts N] [--nats-nodes N] [--replicas N] [--gateways N] [--schedulers N] [--port P]
+      (or up --hosts N; root) A local cluster: 3-node NATS cluster with replicated JetStream,
+      2 gateways behind HAProxy on 127.0.0.1:8080, 2 schedulers, 3 worker hosts each in its own
+      network namespace on a bridge. Ctrl-C stops all of it and removes the namespaces.
   gateway | scheduler | worker
       One service on its own (to spread Mayfly over hosts), configured by MAYFLY_* variables.
 
@@ -69,7 +74,9 @@ async function main(argv: string[]): Promise<number> {
     case 'worker':
       return workerCommand();
     case 'up':
-      return upCommand();
+      return rest.includes('--hosts') ? clusterCommand(rest) : upCommand();
+    case 'cluster':
+      return clusterCommand(rest);
     case 'login':
       return client.login(rest);
     case 'deploy':

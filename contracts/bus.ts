@@ -37,6 +37,13 @@ export const SUBJECTS = {
    */
   asyncResults: 'mayfly.async.result.>',
   asyncResult: (callId: string, attempt: number) => `mayfly.async.result.${attempt}.${Buffer.from(callId).toString('base64url')}`,
+  /**
+   * A gateway whose NATS connection came back (its node died) publishes a ResendRequest with the
+   * sync calls it still waits for: a reply published while it was away is gone. Every worker
+   * publishes again the result of any of them it finished in the last minute (to the same reply
+   * subject) and a CallAccepted for any it still runs (worker/recent-results.ts).
+   */
+  resend: 'mayfly.calls.resend',
 } as const;
 
 export const QUEUE_GROUPS = { schedulers: 'mayfly-schedulers', workers: 'mayfly-workers' } as const;
@@ -91,12 +98,24 @@ export const invokeRequestSchema = z.object({
   offerExpiresAt: z.number().default(0),
   /** Present when the caller asked for a timing trace: each hop appends its stamps. */
   trace: traceSchema.optional(),
+  /**
+   * Where the worker that admits the call publishes a CallAccepted (which host runs it), so a
+   * waiting gateway can answer HOST_LOST when that host's heartbeats stop (lib/host-watch.ts).
+   */
+  acceptedTo: z.string().min(1).optional(),
 });
 export type InvokeRequest = z.infer<typeof invokeRequestSchema>;
 
 /** A worker's answer on SUBJECTS.functionInvoke when it did not take the call (nothing of it ran). */
 export const directReplySchema = z.strictObject({ refused: z.string(), hostId: hostIdSchema });
 export type DirectRefusal = z.infer<typeof directReplySchema>;
+
+/** Published by a worker to a request's `acceptedTo` when it admits the call. */
+export const callAcceptedSchema = z.object({ callId: z.string(), hostId: hostIdSchema });
+export type CallAccepted = z.infer<typeof callAcceptedSchema>;
+
+export const resendRequestSchema = z.object({ callIds: z.array(z.string().min(1).max(128)).max(10_000) });
+export type ResendRequest = z.infer<typeof resendRequestSchema>;
 
 export const offerReplySchema = z.union([
   z.object({ accepted: z.literal(true), hostId: hostIdSchema }),
@@ -114,6 +133,8 @@ export const platformErrorCodeSchema = z.enum([
   'GUEST_FAULT',
   'CODE_UNAVAILABLE',
   'INTERNAL',
+  /** The host running the call stopped heartbeating (died or cut off the bus); the function may or may not have run. */
+  'HOST_LOST',
 ]);
 export type PlatformErrorCode = z.infer<typeof platformErrorCodeSchema>;
 

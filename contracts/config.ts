@@ -266,6 +266,19 @@ export const configSchema = z.object({
   MAYFLY_VM_CPU_QUOTA_PCT: int(0, 10_000).default(100),
   /** CFS period of that quota (µs). */
   MAYFLY_VM_CPU_PERIOD_US: int(1000, 1_000_000).default(100_000),
+
+  // ---- cluster (several hosts, a NATS cluster; README "Running a cluster") ----
+  /**
+   * Replicas of every JetStream stream, KV bucket and object store Mayfly creates (1 for one
+   * nats-server, 3 for a 3-node cluster). Applies when they are created; existing ones keep theirs.
+   */
+  MAYFLY_JS_REPLICAS: int(1, 5).default(1),
+  /**
+   * A service whose NATS connection has not answered a ping for this long counts as cut off the bus:
+   * the gateway's /healthz answers 503 (the load balancer takes it out) and a worker refuses work and
+   * ends the calls it runs (their results could not be reported; schedulers give them up after MAYFLY_HOST_TTL_MS).
+   */
+  MAYFLY_BUS_LOST_MS: int(1000, 600_000).default(5000),
 });
 
 export type MayflyConfig = z.infer<typeof configSchema>;

@@ -26,17 +26,27 @@ import { connectNats, jsonCodec, type NatsConnection } from '../lib/nats.js';
 import { topicSubjects } from '../lib/trigger-annotations.js';
 import { syncTriggerStream, TriggerSubjectConflict } from '../lib/trigger-stream.js';
 import type { GatewayBackend } from './backend.js';
+import { AcceptedCalls } from '../lib/accepted-calls.js';
+import { HostWatch } from '../lib/host-watch.js';
+import { BusProbe } from '../lib/bus-probe.js';
+
+/** The one-hop request was taken by no worker in time (see invokeTracked). */
+class DirectUnseen extends Error {}
 
 export async function createNatsBackend(
   config: MayflyConfig,
 ): Promise<{ backend: GatewayBackend; nc: NatsConnection; close(): Promise<void> }> {
-  const nc = await connectNats(config.MAYFLY_NATS_URL, 'mayfly-gateway');
+  const nc = await connectNats(config.MAYFLY_NATS_URL, 'mayfly-gateway', { jsReplicas: config.MAYFLY_JS_REPLICAS });
   const store = await FunctionStore.open(nc, functionLimits(config));
   const functions = await FunctionCache.open(nc);
 
   const records = await CallRecords.open(nc, config.MAYFLY_RECORD_TTL_MS);
   await ensureAsyncStream(nc);
   const publisher = new AsyncPublisher(nc);
+  // A sync call whose host stops heartbeating is answered HOST_LOST then, not at its timeout.
+  const busProbe = new BusProbe(nc);
+  const hostWatch = new HostWatch(config.MAYFLY_HOST_TTL_MS, nc, { ownBusLostForMs: () => busProbe.lostForMs() });
+  const accepted = new AcceptedCalls(nc, hostWatch);
 
   /** A sync call's record, written once it is done (best effort: the caller has its answer already). */
   async function recordSync(fn: FunctionRecord, result: InvokeResult, queuedAt: Date): Promise<void> {
@@ -82,8 +92,25 @@ export async function createNatsBackend(
   }
 
   async function invokeOnce(fn: FunctionRecord, callId: string, event: InvocationEvent, trace?: Trace): Promise<InvokeResult> {
+    const tracked = accepted.track(callId);
+    try {
+      return await invokeTracked(fn, callId, event, tracked.acceptedTo, tracked.lost, tracked.accepted, trace);
+    } finally {
+      tracked.done();
+    }
+  }
+
+  async function invokeTracked(
+    fn: FunctionRecord,
+    callId: string,
+    event: InvocationEvent,
+    acceptedTo: string,
+    lost: Promise<string>,
+    accepted: Promise<string>,
+    trace?: Trace,
+  ): Promise<InvokeResult> {
     const t0 = performance.now();
-    const platform = (code: 'NO_SCHEDULER' | 'FUNCTION_TIMEOUT' | 'INTERNAL', message: string): InvokeResult => ({
+    const platform = (code: 'NO_SCHEDULER' | 'FUNCTION_TIMEOUT' | 'INTERNAL' | 'HOST_LOST', message: string): InvokeResult => ({
       callId,
       durationMs: performance.now() - t0,
       logs: [],
@@ -96,17 +123,46 @@ export async function createNatsBackend(
       return parsed.success ? parsed.data : platform('INTERNAL', `malformed result for call ${callId}`);
     };
     // replyTo is the request's own inbox: the worker (or the scheduler) takes it from the message.
-    const request = { callId, fn, event, receivedAt: Date.now(), trace };
+    const request = { callId, fn, event, receivedAt: Date.now(), trace, acceptedTo };
+    /** The request's answer, or HOST_LOST when the host that admitted the call stops heartbeating first. */
+    const orLost = <T>(p: Promise<T>, unseen?: Promise<{ unseen: true }>): Promise<{ msg: T } | { lost: InvokeResult } | { unseen: true }> => {
+      p.catch(() => {}); // its timeout still fires after a HOST_LOST answer
+      return Promise.race([
+        ...(unseen ? [unseen] : []),
+        p.then((msg) => ({ msg })),
+        lost.then((host) => ({
+          lost: { ...platform(
+            'HOST_LOST',
+            `host ${host} stopped heartbeating while it ran the call (no heartbeat for ${config.MAYFLY_HOST_TTL_MS} ms); the function may or may not have run, so the call was not retried`,
+          ), hostId: host },
+        })),
+      ]);
+    };
     try {
       stamp(trace, 'gw-send');
-      const msg = await nc.request(SUBJECTS.functionInvoke(fn.name, fn.version), jsonCodec.encode(request), { timeout });
+      // One hop: a worker must take the call within half the offer timeout (it refuses an older request) and
+      // says so at once (CallAccepted). Neither within the offer timeout: no live worker got it (a host cut
+      // off the network whose connection NATS has not dropped yet), so nothing runs it: the scheduler places it.
+      let unseenTimer: NodeJS.Timeout | undefined;
+      const unseen = new Promise<{ unseen: true }>((r) => {
+        unseenTimer = setTimeout(() => r({ unseen: true }), config.MAYFLY_OFFER_TIMEOUT_MS);
+        void accepted.then(() => clearTimeout(unseenTimer));
+      });
+      const direct = { ...request, offerExpiresAt: Date.now() + config.MAYFLY_OFFER_TIMEOUT_MS / 2 };
+      const answer = await orLost(nc.request(SUBJECTS.functionInvoke(fn.name, fn.version), jsonCodec.encode(direct), { timeout }), unseen).finally(() =>
+        clearTimeout(unseenTimer),
+      );
+      if ('lost' in answer) return { ...answer.lost, route: 'direct' };
+      if ('unseen' in answer) throw new DirectUnseen();
+      const msg = answer.msg;
       const at = performance.timeOrigin + performance.now();
       const body = jsonCodec.decode(msg.data);
       if (!directReplySchema.safeParse(body).success) return { ...result(body, at), route: 'direct' };
       // The worker started nothing: placement by the scheduler.
       stamp(trace, 'gw-refused');
     } catch (err) {
-      if (!(err instanceof RequestError && err.isNoResponders())) {
+      if (err instanceof DirectUnseen) stamp(trace, 'gw-unseen');
+      else if (!(err instanceof RequestError && err.isNoResponders())) {
         if (err instanceof TimeoutError || (err instanceof RequestError && err.cause instanceof TimeoutError)) {
           return platform('FUNCTION_TIMEOUT', `no result within ${timeout} ms (function timeout ${fn.timeoutMs} ms plus start overhead)`);
         }
@@ -115,7 +171,9 @@ export async function createNatsBackend(
     }
     try {
       stamp(trace, 'gw-place');
-      const msg = await nc.request(SUBJECTS.invoke, jsonCodec.encode(request), { timeout });
+      const answer = await orLost(nc.request(SUBJECTS.invoke, jsonCodec.encode(request), { timeout }));
+      if (!('msg' in answer)) return { ...(answer as { lost: InvokeResult }).lost, route: 'placed' };
+      const msg = answer.msg;
       return { ...result(jsonCodec.decode(msg.data)), route: 'placed' };
     } catch (err) {
       if (err instanceof RequestError && err.isNoResponders()) {
@@ -219,7 +277,8 @@ export async function createNatsBackend(
       return records.list(filter);
     },
     cancelCall: (callId) => records.cancel(callId),
-    healthy: () => !nc.isClosed(),
+    // A gateway cut off the bus longer than MAYFLY_BUS_LOST_MS answers /healthz 503: the load balancer takes it out.
+    healthy: () => !nc.isClosed() && busProbe.lostForMs() <= config.MAYFLY_BUS_LOST_MS,
     functionLogs: async (query) => {
       await recordsWritten();
       return readFunctionLogs(nc, query);
@@ -231,6 +290,9 @@ export async function createNatsBackend(
     close: async () => {
       await recordsWritten();
       functions.stop();
+      accepted.stop();
+      hostWatch.stop();
+      busProbe.stop();
       await nc.drain().catch(() => {});
     },
   };

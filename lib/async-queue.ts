@@ -17,6 +17,7 @@ import {
 } from '@nats-io/jetstream';
 import { ASYNC_CONSUMER, STREAMS, SUBJECTS, type AsyncCall } from '../contracts/bus.js';
 import { jsonCodec } from './nats.js';
+import { jsReplicas } from './js-replicas.js';
 
 const NS_PER_MS = 1_000_000;
 
@@ -34,6 +35,7 @@ export async function ensureAsyncStream(nc: NatsConnection): Promise<void> {
     storage: StorageType.File,
     duplicate_window: 10 * 60 * 1000 * NS_PER_MS,
     max_age: 7 * 24 * 3600 * 1000 * NS_PER_MS,
+    num_replicas: jsReplicas(nc),
   };
   try {
     await jsm.streams.info(STREAMS.async);

@@ -12,6 +12,7 @@ import { DiscardPolicy, jetstreamManager, RetentionPolicy, StorageType, type Jet
 import type { NatsConnection } from '@nats-io/transport-node';
 import { invokeResultSchema, STREAMS, SUBJECTS, type InvokeResult } from '../contracts/bus.js';
 import { jsonCodec } from './nats.js';
+import { jsReplicas } from './js-replicas.js';
 
 const NS_PER_MS = 1_000_000;
 /** How long an attempt's result is kept: well beyond MAYFLY_MAX_TIMEOUT_MS + overheads. */
@@ -39,6 +40,7 @@ export class AsyncResults {
         max_age: RESULT_MAX_AGE_MS * NS_PER_MS,
         max_bytes: RESULT_MAX_BYTES,
         discard: DiscardPolicy.Old,
+        num_replicas: jsReplicas(nc),
       });
     }
     return new AsyncResults(nc, jsm);
@@ -57,8 +59,11 @@ export class AsyncResults {
     return parsed.success ? parsed.data : null;
   }
 
-  /** The result of an attempt: stored already, or arriving before `untilMs` (ms since epoch); null otherwise. */
-  async await(callId: string, attempt: number, untilMs: number): Promise<InvokeResult | null> {
+  /**
+   * The result of an attempt: stored already, or arriving before `untilMs` (ms since epoch), or before
+   * `giveUp` settles (the attempt's host was lost); null otherwise.
+   */
+  async await(callId: string, attempt: number, untilMs: number, giveUp?: Promise<unknown>): Promise<InvokeResult | null> {
     const sub = this.nc.subscribe(this.subject(callId, attempt), { max: 1 });
     let timer: NodeJS.Timeout | undefined;
     try {
@@ -72,7 +77,8 @@ export class AsyncResults {
         return null;
       })();
       const timedOut = new Promise<null>((r) => (timer = setTimeout(() => r(null), Math.max(0, untilMs - Date.now()))));
-      return (await Promise.race([live, timedOut])) ?? (await this.stored(callId, attempt));
+      const stop = giveUp ? giveUp.then(() => null) : timedOut;
+      return (await Promise.race([live, timedOut, stop])) ?? (await this.stored(callId, attempt));
     } finally {
       clearTimeout(timer);
       sub.unsubscribe();

@@ -16,6 +16,7 @@ import {
   type CallStatus,
 } from '../contracts/bus.js';
 import { kvKeys } from './kv-keys.js';
+import { kvReplicas } from './js-replicas.js';
 
 /** Lines and characters of function logs kept in a record. */
 export const RECORD_LOG_LINES = 100;
@@ -40,7 +41,7 @@ export class CallRecords {
   ) {}
 
   static async open(nc: NatsConnection, ttlMs: number): Promise<CallRecords> {
-    const kv = await new Kvm(nc).create(STORES.calls, { history: 1, ttl: ttlMs });
+    const kv = await new Kvm(nc).create(STORES.calls, { history: 1, ttl: ttlMs, ...kvReplicas(nc) });
     return new CallRecords(nc, kv);
   }
 

@@ -15,6 +15,7 @@ import { Kvm, type KV, type KvEntry } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { STORES } from '../contracts/bus.js';
 import { functionRecordSchema, type FunctionRecord } from '../contracts/functions.js';
+import { kvReplicas } from './js-replicas.js';
 
 interface Cached {
   revision: number;
@@ -30,7 +31,7 @@ export class FunctionCache {
   private constructor(private readonly kv: KV) {}
 
   static async open(nc: NatsConnection): Promise<FunctionCache> {
-    const kv = await new Kvm(nc).create(STORES.functions, { history: 1 });
+    const kv = await new Kvm(nc).create(STORES.functions, { history: 1, ...kvReplicas(nc) });
     const cache = new FunctionCache(kv);
     await cache.watch();
     return cache;

@@ -19,6 +19,7 @@ import {
 
 import type { MayflyConfig } from '../contracts/config.js';
 import { kvKeys } from './kv-keys.js';
+import { jsReplicas, kvReplicas } from './js-replicas.js';
 
 export interface FunctionLimits {
   defaultMemoryMiB: number;
@@ -68,8 +69,8 @@ export class FunctionStore {
   ) {}
 
   static async open(nc: NatsConnection, limits: FunctionLimits): Promise<FunctionStore> {
-    const kv = await new Kvm(nc).create(STORES.functions, { history: 1 });
-    const code = await new Objm(nc).create(STORES.code);
+    const kv = await new Kvm(nc).create(STORES.functions, { history: 1, ...kvReplicas(nc) });
+    const code = await new Objm(nc).create(STORES.code, { replicas: jsReplicas(nc) });
     return new FunctionStore(nc, kv, code, limits);
   }
 

@@ -35,6 +35,7 @@ export const PLATFORM_STATUS: Record<PlatformErrorCode, number> = {
   GUEST_FAULT: 502,
   VM_FAILED: 502,
   INTERNAL: 500,
+  HOST_LOST: 502,
 };
 
 export const PLATFORM_HEADERS = {

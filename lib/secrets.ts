@@ -11,6 +11,7 @@ import { Kvm, type KV } from '@nats-io/kv';
 import { z } from 'zod';
 import { STORES } from '../contracts/bus.js';
 import { kvKeys } from './kv-keys.js';
+import { kvReplicas } from './js-replicas.js';
 
 export const secretNameSchema = z.string().regex(/^[a-z0-9]([a-z0-9._-]{0,62})$/, 'must be 1 to 63 characters of a-z, 0-9, ".", "_" and "-", starting with a letter or digit');
 export const MAX_SECRET_BYTES = 64 * 1024;
@@ -39,7 +40,7 @@ export class SecretStore {
   ) {}
 
   static async open(nc: NatsConnection, key: Buffer): Promise<SecretStore> {
-    return new SecretStore(nc, await new Kvm(nc).create(STORES.secrets, { history: 1 }), key);
+    return new SecretStore(nc, await new Kvm(nc).create(STORES.secrets, { history: 1, ...kvReplicas(nc) }), key);
   }
 
   private seal(name: string, value: string, createdAt: string): string {

@@ -10,6 +10,7 @@ import { Kvm, type KV } from '@nats-io/kv';
 import { z } from 'zod';
 import { STORES } from '../contracts/bus.js';
 import { kvKeys } from './kv-keys.js';
+import { kvReplicas } from './js-replicas.js';
 
 const tokenRecordSchema = z.object({ id: z.string(), name: z.string(), hash: z.string(), createdAt: z.string() });
 export type TokenInfo = Omit<z.infer<typeof tokenRecordSchema>, 'hash'>;
@@ -32,7 +33,7 @@ export class TokenStore {
   ) {}
 
   static async open(nc: NatsConnection): Promise<TokenStore> {
-    return new TokenStore(nc, await new Kvm(nc).create(STORES.tokens, { history: 1 }));
+    return new TokenStore(nc, await new Kvm(nc).create(STORES.tokens, { history: 1, ...kvReplicas(nc) }));
   }
 
   async create(name: string): Promise<TokenInfo & { token: string }> {

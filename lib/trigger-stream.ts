@@ -26,6 +26,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import type { FunctionRecord } from '../contracts/functions.js';
 import { TRIGGER_CONSUMER, TRIGGER_STREAM } from '../contracts/triggers.js';
 import { minimalSubjects, topicSubjects } from './trigger-annotations.js';
+import { jsReplicas } from './js-replicas.js';
 
 const NS_PER_MS = 1_000_000;
 /** The stream needs a subject even when no function has a topic: a platform subject nobody publishes on. */
@@ -57,8 +58,9 @@ export function captureSubjects(functions: Iterable<Pick<FunctionRecord, 'annota
   return subjects.length > 0 ? subjects : [IDLE_SUBJECT];
 }
 
-function streamConfig(subjects: string[]): Partial<StreamConfig> & { name: string } {
+function streamConfig(subjects: string[], replicas: number): Partial<StreamConfig> & { name: string } {
   return {
+    num_replicas: replicas,
     name: TRIGGER_STREAM,
     subjects,
     retention: RetentionPolicy.Workqueue,
@@ -85,7 +87,7 @@ export async function setCaptureSubjects(nc: NatsConnection, subjects: string[],
     current = null;
   }
   try {
-    if (current === null) await m.streams.add(streamConfig(subjects));
+    if (current === null) await m.streams.add(streamConfig(subjects, jsReplicas(nc)));
     else if (!sameSet(current, subjects)) await m.streams.update(TRIGGER_STREAM, { subjects });
   } catch (err) {
     const msg = (err as Error).message;

@@ -28,8 +28,9 @@ import { AsyncResults } from '../lib/async-results.js';
 import { CallRecords, isFinal, newRecord } from '../lib/call-records.js';
 import { FunctionStore, functionLimits } from '../lib/function-store.js';
 import type { Logger } from '../lib/logger.js';
-import { jsonCodec, type NatsConnection } from '../lib/nats.js';
+import { jsonCodec, Reconnects, type NatsConnection } from '../lib/nats.js';
 import { mapInvokeResult } from '../lib/response-mapping.js';
+import type { HostWatch, LostWatch } from '../lib/host-watch.js';
 import type { SchedulerMetrics } from './metrics.js';
 import { decide, retryPolicy, type RetryPolicy } from './retry-policy.js';
 
@@ -49,13 +50,16 @@ export async function startAsyncConsumer(
   nc: NatsConnection,
   config: MayflyConfig,
   log: Logger,
-  place: (req: InvokeRequest) => Promise<void>,
+  place: (req: InvokeRequest) => Promise<string | null | void>,
   metrics?: SchedulerMetrics,
+  /** Heartbeats: an attempt whose host stops beating is given up at the host TTL instead of its timeout. */
+  hosts?: HostWatch,
 ): Promise<AsyncConsumerHandle> {
   const records = await CallRecords.open(nc, config.MAYFLY_RECORD_TTL_MS);
   const functions = await FunctionStore.open(nc, functionLimits(config));
   const consumer = await asyncConsumer(nc, { ackWaitMs: config.MAYFLY_ASYNC_ACK_WAIT_MS });
   const results = await AsyncResults.open(nc);
+  const reconnects = new Reconnects(nc);
   const perFunction = new Map<string, number>();
   let running = 0;
   let stopped = false;
@@ -69,34 +73,82 @@ export async function startAsyncConsumer(
     const sub = nc.subscribe(inbox, { max: 1 });
     const keepAlive = setInterval(() => msg.working(), Math.max(500, config.MAYFLY_ASYNC_ACK_WAIT_MS / 3));
     const timeoutMs = fn.timeoutMs + config.MAYFLY_INVOKE_OVERHEAD_MS + config.MAYFLY_PLACEMENT_TIMEOUT_MS;
+    let watch: LostWatch | undefined;
     try {
       const first = (async () => {
         for await (const m of sub) return invokeResultSchema.parse(jsonCodec.decode(m.data));
         return null;
       })();
-      await place({ callId: call.callId, fn, event: call.event, replyTo: inbox, receivedAt: call.submittedAt, offerExpiresAt: 0 });
+      const host = await place({ callId: call.callId, fn, event: call.event, replyTo: inbox, receivedAt: call.submittedAt, offerExpiresAt: 0 });
+      if (host && hosts) {
+        watch = hosts.whenLost(host);
+        // The record says where this attempt runs: a scheduler that takes the call over watches that host too.
+        void records
+          .update(call.callId, (r) => (r.status === 'running' && r.attempts === n ? { ...r, hostId: host } : null))
+          .catch(() => {});
+      }
       let timer: NodeJS.Timeout | undefined;
       const timedOut = new Promise<null>((r) => (timer = setTimeout(() => r(null), timeoutMs)));
-      const result = await Promise.race([first, timedOut]);
+      const lost = watch
+        ? watch.promise.then((h) => {
+            log.warn({ callId: call.callId, attempt: n, host: h }, `host ${h} stopped heartbeating while it ran the call; giving the attempt up`);
+            return null;
+          })
+        : timedOut;
+      let result: InvokeResult | null = null;
+      for (;;) {
+        const back = reconnects.next();
+        const r = await Promise.race([first, timedOut, lost, back.promise]);
+        back.cancel();
+        if (r !== 'reconnected') {
+          result = r;
+          break;
+        }
+        // Back on the bus after a NATS node died: a result published meanwhile is in the stream only.
+        result = await results.stored(call.callId, n).catch(() => null);
+        if (result) break;
+      }
       clearTimeout(timer);
       return result ?? (await results.stored(call.callId, n));
     } finally {
+      watch?.cancel();
       clearInterval(keepAlive);
       sub.unsubscribe();
     }
   }
 
-  /** The result of the attempt a lost scheduler was waiting for, waiting until that attempt's deadline; null when none came. */
+  /**
+   * The result of the attempt a lost scheduler was waiting for, waiting until that attempt's deadline; null
+   * when none came. With heartbeats, waits only while the attempt's host (in the record) is alive, and, when
+   * the record names no host, only as long as placing the attempt could have taken.
+   */
   async function lostAttempt(call: AsyncCall, fn: InvokeRequest['fn'], record: CallRecord, msg: JsMsg): Promise<InvokeResult | null> {
     const startedAt = record.startedAt ? Date.parse(record.startedAt) : 0;
     const until = startedAt + fn.timeoutMs + config.MAYFLY_INVOKE_OVERHEAD_MS + config.MAYFLY_PLACEMENT_TIMEOUT_MS;
     const keepAlive = setInterval(() => msg.working(), Math.max(500, config.MAYFLY_ASYNC_ACK_WAIT_MS / 3));
-    log.info({ callId: call.callId, attempt: record.attempts, until: new Date(until).toISOString() }, 'took over a running call; waiting for the result of its attempt');
+    log.info({ callId: call.callId, attempt: record.attempts, host: record.hostId, until: new Date(until).toISOString() }, 'took over a running call; waiting for the result of its attempt');
+    let watch: LostWatch | undefined;
     try {
-      const result = await results.await(call.callId, record.attempts, until);
+      let result: InvokeResult | null;
+      if (!hosts) result = await results.await(call.callId, record.attempts, until);
+      else {
+        let host = record.hostId;
+        if (!host) {
+          // Placed or not? Wait as long as placement may take, then look at the record again.
+          const placedBy = Math.min(until, startedAt + config.MAYFLY_PLACEMENT_TIMEOUT_MS + config.MAYFLY_OFFER_TIMEOUT_MS + 2000);
+          result = await results.await(call.callId, record.attempts, placedBy);
+          if (result) return result;
+          const now = await records.get(call.callId);
+          if (now?.status !== 'running' || now.attempts !== record.attempts || !now.hostId) return null;
+          host = now.hostId;
+        }
+        watch = hosts.whenLost(host);
+        result = await results.await(call.callId, record.attempts, until, watch.promise);
+      }
       if (result) log.info({ callId: call.callId, attempt: record.attempts }, 'took over a call: the lost attempt\'s result was stored, not running it again');
       return result;
     } finally {
+      watch?.cancel();
       clearInterval(keepAlive);
     }
   }
@@ -246,7 +298,7 @@ export async function startAsyncConsumer(
             raced = r;
             return null;
           }
-          return { ...r, status: 'running', attempts: r.attempts + 1, startedAt: now() };
+          return { ...r, status: 'running', attempts: r.attempts + 1, startedAt: now(), hostId: undefined };
         });
         if (started) result = await attempt(call, fn, msg, started.attempts);
         else if (raced) observed = raced;
@@ -344,6 +396,7 @@ export async function startAsyncConsumer(
     async stop() {
       stopped = true;
       await Promise.allSettled(loops);
+      reconnects.stop();
     },
   };
 }

@@ -50,7 +50,7 @@ export function backoffMs(attempt: number, policy: Pick<RetryPolicy, 'minMs' | '
 }
 
 /** Platform faults: the function may never have run, or its VM or host died under it. */
-const PLATFORM_FAULTS: ReadonlySet<PlatformErrorCode> = new Set(['VM_FAILED', 'CODE_UNAVAILABLE', 'INTERNAL', 'NO_SCHEDULER']);
+const PLATFORM_FAULTS: ReadonlySet<PlatformErrorCode> = new Set(['VM_FAILED', 'CODE_UNAVAILABLE', 'INTERNAL', 'NO_SCHEDULER', 'HOST_LOST']);
 
 export type Decision =
   | { action: 'final'; status: Extract<CallStatus, 'succeeded' | 'failed' | 'dead'> }

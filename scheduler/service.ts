@@ -25,6 +25,8 @@ import { startMetricsServer } from '../lib/metrics.js';
 import { connectNats, jsonCodec } from '../lib/nats.js';
 import { prometheusSdFile, TargetsFile } from '../lib/prometheus-sd.js';
 import { startAsyncConsumer } from './async-consumer.js';
+import { HostWatch } from '../lib/host-watch.js';
+import { BusProbe } from '../lib/bus-probe.js';
 import { SchedulerMetrics } from './metrics.js';
 import { rankHosts } from './placement.js';
 import { stamp } from '../lib/trace.js';
@@ -36,7 +38,7 @@ export interface SchedulerService {
 }
 
 export async function startScheduler(config: MayflyConfig, log: Logger): Promise<SchedulerService> {
-  const nc = await connectNats(config.MAYFLY_NATS_URL, 'mayfly-scheduler');
+  const nc = await connectNats(config.MAYFLY_NATS_URL, 'mayfly-scheduler', { jsReplicas: config.MAYFLY_JS_REPLICAS });
   const seen = new Map<string, { hb: Heartbeat; at: number }>();
   let rotation = 0;
   const metrics = new SchedulerMetrics();
@@ -75,9 +77,10 @@ export async function startScheduler(config: MayflyConfig, log: Logger): Promise
   /**
    * Offers the call to hosts until one accepts; that worker publishes the
    * result to req.replyTo. When none does within the placement timeout, the
-   * scheduler publishes a NO_CAPACITY result there itself.
+   * scheduler publishes a NO_CAPACITY result there itself. Resolves with the
+   * host that accepted the call, or null (NO_CAPACITY answered).
    */
-  async function place(req: InvokeRequest): Promise<void> {
+  async function place(req: InvokeRequest): Promise<string | null> {
     const t0 = performance.now();
     const deadline = Date.now() + config.MAYFLY_PLACEMENT_TIMEOUT_MS;
     const refusals: string[] = [];
@@ -94,7 +97,7 @@ export async function startScheduler(config: MayflyConfig, log: Logger): Promise
           if (reply.accepted) {
             metrics.placed(c.reason, (performance.now() - t0) / 1000);
             log.info({ callId: req.callId, fn: req.fn.name, host: c.hostId, reason: c.reason, round }, 'placed');
-            return;
+            return c.hostId;
           }
           refusals.push(`${c.hostId}: ${reply.reason}`);
         } catch (err) {
@@ -111,6 +114,7 @@ export async function startScheduler(config: MayflyConfig, log: Logger): Promise
     metrics.placed('none', (performance.now() - t0) / 1000);
     log.warn({ callId: req.callId, fn: req.fn.name }, `no host for the call: ${why}`);
     answer(req, 'NO_CAPACITY', `no host could take the call within ${config.MAYFLY_PLACEMENT_TIMEOUT_MS} ms (${why})`);
+    return null;
   }
 
   const sub = nc.subscribe(SUBJECTS.invoke, {
@@ -131,7 +135,10 @@ export async function startScheduler(config: MayflyConfig, log: Logger): Promise
     },
   });
 
-  const asyncCalls = await startAsyncConsumer(nc, config, log, place, metrics);
+  // Async attempts on a host that stops heartbeating are given up at the host TTL, not at their timeout.
+  const busProbe = new BusProbe(nc);
+  const hostWatch = new HostWatch(config.MAYFLY_HOST_TTL_MS, nc, { ownBusLostForMs: () => busProbe.lostForMs() });
+  const asyncCalls = await startAsyncConsumer(nc, config, log, place, metrics, hostWatch);
   const triggers = await startTriggers(nc, config, log, metrics);
 
   metrics.attach({
@@ -182,6 +189,8 @@ export async function startScheduler(config: MayflyConfig, log: Logger): Promise
       hbSub.unsubscribe();
       await triggers.stop();
       await asyncCalls.stop();
+      hostWatch.stop();
+      busProbe.stop();
       await nc.drain().catch(() => {});
       await metricsServer.close();
     },

@@ -40,6 +40,10 @@ declare -A need_file=(
 if [ "${1:-}" = "--test" ]; then
   need_file[/usr/bin/chromium]=chromium
 fi
+# The local cluster (`npm run cluster`, `npm run test:cluster`): HAProxy in front of the gateways.
+if [ "${1:-}" = "--test" ] || [ "${1:-}" = "--cluster" ]; then
+  need[haproxy]=haproxy
+fi
 missing=()
 for cmd in "${!need[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
@@ -60,7 +64,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   # shellcheck disable=SC2086
   $SUDO apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
   # Debian starts services from packages; Mayfly runs its own instances.
-  for svc in prometheus nats-server; do
+  for svc in prometheus nats-server haproxy; do
     $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
   done
 fi

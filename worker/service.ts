@@ -14,6 +14,7 @@ import {
   invokeRequestSchema,
   QUEUE_GROUPS,
   SUBJECTS,
+  type CallAccepted,
   type DirectRefusal,
   type Heartbeat,
   type InvokeRequest,
@@ -37,6 +38,10 @@ import { stamp } from '../lib/trace.js';
 import { VmManager, type Reservation } from './vm-manager.js';
 import { HostMemory } from './host-memory.js';
 import { swapAvailable } from './driver/page-out.js';
+import { BusProbe } from '../lib/bus-probe.js';
+import { watchBusCutoff } from './bus-cutoff.js';
+import { RecentResults } from './recent-results.js';
+import type { GuestSession } from './guest-session.js';
 
 export interface WorkerService {
   hostId: string;
@@ -83,7 +88,7 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
     const t = await host.template(config.MAYFLY_DEFAULT_MEMORY_MB);
     log.info({ functionMiB: t.functionMiB, ms: Math.round(t.makeMs) }, 'template snapshot ready');
   }
-  const nc: NatsConnection = await connectNats(config.MAYFLY_NATS_URL, `mayfly-worker-${hostId}`);
+  const nc: NatsConnection = await connectNats(config.MAYFLY_NATS_URL, `mayfly-worker-${hostId}`, { jsReplicas: config.MAYFLY_JS_REPLICAS });
   const store = await FunctionStore.open(nc, functionLimits(config));
   const js = jetstream(nc);
   const secrets = await SecretStore.open(nc, secretsKey(config).key);
@@ -154,11 +159,27 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
   let inflight = 0;
   let draining = false;
   const running = new Set<Promise<void>>();
+  /** Sessions running a call, ended when the host is cut off the bus (bus-cutoff.ts). */
+  const sessions = new Set<GuestSession>();
+  const probe = new BusProbe(nc);
+  const recent = new RecentResults(nc, hostId);
+  const cutoff = watchBusCutoff({
+    probe,
+    limitMs: config.MAYFLY_BUS_LOST_MS,
+    log,
+    onCut: (ms) => {
+      for (const s of sessions) void s.destroy(`host ${hostId} was cut off the bus for ${ms} ms; the call was given up`).catch(() => {});
+    },
+  });
 
   /** Admits a call (memory) and runs it in the background; the result goes to req.replyTo. */
   function admit(req: InvokeRequest): boolean {
+    if (cutoff.cut) return false;
     const reservation = manager.reserve(req.fn);
     if (!reservation) return false;
+    // Tell the waiting gateway which host runs the call: it answers HOST_LOST if this host dies.
+    if (req.acceptedTo) nc.publish(req.acceptedTo, jsonCodec.encode({ callId: req.callId, hostId } satisfies CallAccepted));
+    recent.started(req.callId, req.acceptedTo);
     inflight++;
     const p = run(req, reservation).finally(() => {
       inflight--;
@@ -203,6 +224,8 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
           stamp(req.trace, 'worker-recv');
           if (draining) return refuse('host is shutting down');
           if (req.fn.name !== fn.name || req.fn.version !== fn.version) return refuse('function version does not match the subject');
+          // The gateway stops waiting for this host after its offer timeout (a cut-off host's stale request).
+          if (req.offerExpiresAt && Date.now() > req.offerExpiresAt) return refuse('offer expired');
           if (!admit(req)) refuse(manager.lastRefusal());
         },
       }),
@@ -220,8 +243,13 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
         outcome: { kind: 'platform', code: 'INTERNAL', message: `the result is ${data.length} bytes, above the bus limit of ${max}` },
       } satisfies InvokeResult);
     }
-    if (replyTo.startsWith(ASYNC_RESULT_PREFIX)) storeAsyncResult(replyTo, data);
-    else nc.publish(replyTo, data);
+    if (replyTo.startsWith(ASYNC_RESULT_PREFIX)) {
+      storeAsyncResult(replyTo, data);
+      recent.finished(result.callId);
+    } else {
+      nc.publish(replyTo, data);
+      recent.finished(result.callId, replyTo, data); // sent again if the gateway's NATS node lost it
+    }
   }
 
   /**
@@ -300,6 +328,7 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
           receivedAt: req.receivedAt,
         });
         let healthy = false;
+        sessions.add(lease.session);
         try {
           const outcome = await lease.session.invoke({ callId: req.callId, event: req.event, timeoutMs: req.fn.timeoutMs });
           stamp(req.trace, 'guest-result');
@@ -323,6 +352,7 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
             published = true;
           }
         } finally {
+          sessions.delete(lease.session);
           await lease.release(healthy);
         }
       } catch (err) {
@@ -397,6 +427,9 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
       draining = true;
       floors.stop();
       clearInterval(heartbeat);
+      cutoff.stop();
+      probe.stop();
+      recent.stop();
       sub.unsubscribe();
       for (const d of direct.values()) d.unsubscribe();
       direct.clear();

@@ -5,6 +5,10 @@
  * nats-server is restarted. Afterwards every accepted call id must have
  * exactly one final record and exactly one callback. Prints the counts.
  *
+ * Everything runs with the shipped default settings (heartbeats, host TTL,
+ * ack wait, timeouts, async slots): a dead host's calls are given up at the
+ * host TTL, not at their timeout.
+ *
  * Clients retry a submission that failed (NATS down: 503) with the same call
  * id, as a client of an idempotent API does.
  */
@@ -22,16 +26,9 @@ beforeAll(async () => {
   p = await TestPlatform.start({
     workers: 1,
     schedulers: 2,
-    env: {
-      MAYFLY_POOL_SIZE: '2',
-      MAYFLY_ASYNC_ACK_WAIT_MS: '5000',
-      MAYFLY_ASYNC_RETRY_MIN_MS: '200',
-      MAYFLY_ASYNC_RETRY_MAX_MS: '2000',
-      MAYFLY_ASYNC_MAX_ATTEMPTS: '10',
-      MAYFLY_ASYNC_CONCURRENCY: '8',
-      MAYFLY_INVOKE_OVERHEAD_MS: '10000',
-      MAYFLY_PLACEMENT_TIMEOUT_MS: '3000',
-    },
+    // The shipped defaults (contracts/config.ts), also for what TestPlatform shortens for other suites:
+    // failover must come from heartbeats, not from timeouts shortened for the test.
+    env: { MAYFLY_HEARTBEAT_MS: '1000', MAYFLY_HOST_TTL_MS: '5000', MAYFLY_OFFER_TIMEOUT_MS: '3000' },
   });
   await p.waitForWorkers(['w1'], 1);
 });
@@ -76,8 +73,7 @@ it(`keeps every accepted async call through worker, scheduler and NATS failures 
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({
       service: 'work',
-      isolation: 'per-function',
-      timeout: 5,
+      isolation: 'per-function', // and the default function timeout (30 s), like everything else here
       code: `import crypto from 'node:crypto';
              export const handler = async (e) => {
                await new Promise((r) => setTimeout(r, 50));

@@ -449,6 +449,7 @@ describe('invocation', () => {
       ['GUEST_FAULT', 502],
       ['VM_FAILED', 502],
       ['INTERNAL', 500],
+      ['HOST_LOST', 502],
     ] as const;
     for (const [code, status] of table) {
       backend.respond = (_fn, callId) => ({ callId, durationMs: 1, logs: [], outcome: { kind: 'platform', code, message: `m ${code}` } });

@@ -124,6 +124,7 @@ describe('mapInvokeResult: errors', () => {
     GUEST_FAULT: 502,
     VM_FAILED: 502,
     INTERNAL: 500,
+    HOST_LOST: 502,
   };
   for (const [code, status] of Object.entries(expected) as [PlatformErrorCode, number][]) {
     it(`platform ${code} → ${status}`, () => {
