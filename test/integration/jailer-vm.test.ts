@@ -164,6 +164,9 @@ describe.runIf(isRoot)('jailer (real VMs, root)', () => {
     // The configured limit has room for the whole guest RAM; to make QEMU itself go over, lower it to what it uses now + 24 MiB.
     const used = Number(fs.readFileSync(path.join(memDir, v1 ? 'memory.usage_in_bytes' : 'memory.current'), 'utf8'));
     fs.writeFileSync(path.join(memDir, v1 ? 'memory.limit_in_bytes' : 'memory.max'), String(used + 24 * MiB));
+    // With swap on the host (zram, e.g. for idle reclaim) the RAM+swap limit is what kills: lower it too.
+    const swapLimit = path.join(memDir, v1 ? 'memory.memsw.limit_in_bytes' : 'memory.swap.max');
+    if (fs.existsSync(swapLimit)) fs.writeFileSync(swapLimit, v1 ? String(used + 24 * MiB) : '0');
     const err = await c.invoke({ callId: 'hog', event: event(''), timeoutMs: 60_000 }).then(
       () => null,
       (e: unknown) => e,

@@ -41,10 +41,13 @@ export function sharesToWeight(shares: number): number {
 }
 
 /** The files to write into a VM's cgroup folder(s), in order, for these limits. */
-export function limitWrites(version: CgroupVersion, l: VmLimits): Array<{ controller: Controller; file: string; value: string }> {
+export function limitWrites(version: CgroupVersion, l: VmLimits): Array<{ controller: Controller; file: string; value: string; optional?: boolean }> {
   if (version === 'v1') {
     return [
       { controller: 'memory', file: 'memory.limit_in_bytes', value: String(l.memoryBytes) },
+      // RAM + swap: with swap on the host (zram for idle reclaim) the limit would otherwise only
+      // push the VM into swap, never kill it. Absent when the kernel does no swap accounting.
+      { controller: 'memory', file: 'memory.memsw.limit_in_bytes', value: String(l.memoryBytes), optional: true },
       { controller: 'pids', file: 'pids.max', value: String(l.pidsMax) },
       { controller: 'cpu', file: 'cpu.shares', value: String(l.cpuShares) },
       { controller: 'cpu', file: 'cpu.cfs_period_us', value: String(l.cpuPeriodUs) },
@@ -53,6 +56,8 @@ export function limitWrites(version: CgroupVersion, l: VmLimits): Array<{ contro
   }
   return [
     { controller: 'memory', file: 'memory.max', value: String(l.memoryBytes) },
+    // v2 counts swap apart: a VM may page out as much as its limit (idle reclaim), no more.
+    { controller: 'memory', file: 'memory.swap.max', value: String(l.memoryBytes), optional: true },
     // Without this the kernel kills one thread of QEMU, not QEMU: the whole VM goes at once.
     { controller: 'memory', file: 'memory.oom.group', value: '1' },
     { controller: 'pids', file: 'pids.max', value: String(l.pidsMax) },
@@ -254,6 +259,7 @@ export class VmCgroup {
     for (const w of limitWrites(this.layout.version, limits)) {
       const dir = this.dirs[w.controller];
       if (!dir) continue;
+      if (w.optional && !fs.existsSync(path.join(dir, w.file))) continue;
       fs.writeFileSync(path.join(dir, w.file), w.value);
     }
   }
