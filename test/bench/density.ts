@@ -87,6 +87,8 @@ type Kind = (typeof KINDS)[number];
 
 /** PSS by mapping kind of one QEMU, MiB. */
 function byMapping(pid: number, ramPath: string): Record<Kind, number> {
+  // By inode, not path: a jailed QEMU (worker/driver/jailer) maps its files under other paths.
+  const ramInode = fs.statSync(ramPath).ino;
   const out = Object.fromEntries(KINDS.map((k) => [k, 0])) as Record<Kind, number>;
   let kind: Kind = 'other';
   let text: string;
@@ -96,9 +98,9 @@ function byMapping(pid: number, ramPath: string): Record<Kind, number> {
     return out;
   }
   for (const line of text.split('\n')) {
-    const m = /^[0-9a-f]+-[0-9a-f]+ (\S{4}) \S+ \S+ \S+\s*(.*)$/.exec(line);
+    const m = /^[0-9a-f]+-[0-9a-f]+ (\S{4}) \S+ \S+ (\d+)\s*(.*)$/.exec(line);
     if (m) {
-      const [, perms, name] = m;
+      const [, perms, inode, name] = m;
       kind =
         name === '' && perms === 'rwxp'
           ? 'TCG code buffer'
@@ -106,9 +108,9 @@ function byMapping(pid: number, ramPath: string): Record<Kind, number> {
             ? 'QEMU heap'
             : name === '' || name === '[stack]'
               ? 'other anonymous'
-              : name === ramPath
+              : Number(inode) === ramInode
                 ? 'guest RAM (template file, CoW)'
-                : name!.startsWith('/usr/') || name!.startsWith('/lib')
+                : /(^|\/)(usr|lib)\//.test(name!)
                   ? 'QEMU binary + libraries'
                   : 'other';
       continue;

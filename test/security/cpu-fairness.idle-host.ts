@@ -73,7 +73,7 @@ function setQuota(workerPid: number, on: boolean, version: 'v1' | 'v2'): void {
 }
 
 describe.runIf(isRoot)('CPU fairness (real platform, jailer on)', () => {
-  it(`${SPINNERS} spinning VMs: the quota keeps a warm bystander within 1.5x of its p50 alone, and without it the spin hurts more`, async () => {
+  it(`${SPINNERS} spinning VMs: a warm bystander stays within 1.5x of its p50 alone, with the CPU quota and without it`, async () => {
     p = await TestPlatform.start({
       workers: 1,
       env: { MAYFLY_POOL_SIZE: '2', MAYFLY_MEMORY_BUDGET_MB: '8192', MAYFLY_JAILER: 'on', MAYFLY_VM_CPU_LIMITS: 'on', MAYFLY_VM_CPU_QUOTA_PCT: String(QUOTA_PCT), MAYFLY_VM_CPU_PERIOD_US: String(PERIOD_US) },
@@ -115,6 +115,10 @@ describe.runIf(isRoot)('CPU fairness (real platform, jailer on)', () => {
     // The spinners spun through all of it: every spin call ended at its deadline.
     expect(answers.map((r) => r.status)).toEqual(Array(SPINNERS).fill(504));
     expect(spinOn / alone).toBeLessThan(1.5);
-    expect(spinOff).toBeGreaterThan(spinOn);
+    // Measured here (2 cores, 2 spinners, 07:29 UTC alone): the quota did NOT make the difference:
+    // with it 1.22x, without it 0.97x: each VM is one runnable QEMU thread and CFS already shares the
+    // cores between them. The quota bounds a VM with more vCPUs than its share, which this host cannot
+    // show; so this asserts the bound both ways instead of claiming that the quota is what helps.
+    expect(spinOff / alone).toBeLessThan(1.5);
   });
 });
