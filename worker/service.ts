@@ -37,6 +37,7 @@ import { watchReplicaFloors } from './scale-floor.js';
 import { stamp } from '../lib/trace.js';
 import { VmManager, type Reservation } from './vm-manager.js';
 import { HostMemory } from './host-memory.js';
+import { AcceptedOffers } from './accepted-offers.js';
 import { swapAvailable } from './driver/page-out.js';
 import { BusProbe } from '../lib/bus-probe.js';
 import { watchBusCutoff } from './bus-cutoff.js';
@@ -173,6 +174,7 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
   });
 
   /** Admits a call (memory) and runs it in the background; the result goes to req.replyTo. */
+  const offers = new AcceptedOffers();
   function admit(req: InvokeRequest): boolean {
     if (cutoff.cut) return false;
     const reservation = manager.reserve(req.fn);
@@ -383,7 +385,10 @@ export async function startWorker(config: MayflyConfig, log: Logger): Promise<Wo
       if (draining) return void reply({ accepted: false, hostId, reason: 'host is shutting down' });
       // The scheduler gave up on this offer already and may have placed the call elsewhere.
       if (Date.now() > parsed.data.offerExpiresAt) return void reply({ accepted: false, hostId, reason: 'offer expired' });
+      // The same attempt offered again (our "accepted" was lost with a NATS node): it runs here already.
+      if (offers.has(parsed.data.replyTo)) return void reply({ accepted: true, hostId });
       if (!admit(parsed.data)) return void reply({ accepted: false, hostId, reason: manager.lastRefusal() });
+      offers.add(parsed.data.replyTo);
       reply({ accepted: true, hostId });
     },
   });

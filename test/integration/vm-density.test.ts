@@ -39,6 +39,12 @@ afterAll(async () => {
   undoSwap();
 });
 
+/** Closes a manager (and its VmHost) now: two VmHosts of one process share the template folder. */
+async function done(mgr: VmManager): Promise<void> {
+  managers.splice(managers.indexOf(mgr), 1);
+  await mgr.close();
+}
+
 /** A manager on a VmHost of its own (closing a manager closes its host and templates). */
 async function manager(opts: Partial<VmManagerOptions>): Promise<VmManager> {
   const { host } = await openTestHost();
@@ -118,6 +124,7 @@ describe('idle reclaim', () => {
     expect(second).toMatchObject({ start: 'warm', pid: first!.pid, out: { ok: true, value: { got: 'b', n: 2 } } });
     // Taken and released again: reclaimed again once idle, not while it served.
     await until('the second idle reclaim', () => reclaimed.length === 2);
+    await done(mgr);
   });
 });
 
@@ -149,5 +156,6 @@ describe('admission by measured host memory', () => {
     // Memory back: admitted again.
     availMiB = 100_000;
     expect((await call(mgr, { ...base, name: 'fourth' }, '1'))?.out).toMatchObject({ ok: true });
+    await done(mgr);
   });
 });
