@@ -150,10 +150,15 @@ export function callsPage(main: HTMLElement, params: URLSearchParams): () => voi
     detail,
     list,
   );
+  // The function filter of the address (a call's link keeps it) holds at once, not only once the
+  // function list has loaded: the list, the live tail and the next link must not lose it meanwhile.
+  const wanted = params.get('fn');
+  if (wanted) {
+    fn.append(h('option', { value: wanted }, wanted));
+    fn.value = wanted;
+  }
   void getJson<FunctionInfo[]>('/system/functions').then((fns) => {
-    for (const f of fns.sort((a, b) => a.name.localeCompare(b.name))) fn.append(h('option', { value: f.name }, f.name));
-    const wanted = params.get('fn');
-    if (wanted) fn.value = wanted;
+    for (const f of fns.sort((a, b) => a.name.localeCompare(b.name))) if (f.name !== wanted) fn.append(h('option', { value: f.name }, f.name));
     void refresh();
   }, () => void refresh());
   const callId = params.get('call');
