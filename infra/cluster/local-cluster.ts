@@ -17,11 +17,10 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { PROJECT_ROOT } from '../../contracts/config.js';
 import { startDaemon, type Daemon } from '../../lib/daemon.js';
-import { freePort } from '../nats/nats-server.js';
+import { canConnect, freePort } from '../nats/nats-server.js';
 import { startNatsCluster, type NatsClusterHandle } from '../nats/cluster.js';
 import { ClusterNetwork } from './netns.js';
 
@@ -204,16 +203,6 @@ export class LocalCluster {
   }
 }
 
-function canConnect(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.createConnection({ port, host: '127.0.0.1' });
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
-}
 
 /**
  * HAProxy config: round robin over the gateways, each checked on /healthz every second (out after two

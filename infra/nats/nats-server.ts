@@ -28,7 +28,8 @@ export function freePort(): Promise<number> {
   });
 }
 
-function canConnect(port: number): Promise<boolean> {
+/** True when something accepts TCP connections on 127.0.0.1:port (readiness probes). */
+export function canConnect(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = net.createConnection({ port, host: '127.0.0.1' });
     s.once('connect', () => {

@@ -12,6 +12,7 @@ import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TestPlatform, type PlatformOptions } from '../helpers/platform.js';
+import { readMemAvailableMiB } from '../../worker/host-memory.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const RUNNER = path.join(HERE, 'baseline-runner.js');
@@ -136,8 +137,7 @@ export function verdict(name: string, text: string): void {
 
 /** MemAvailable from /proc/meminfo, MiB. */
 export function memAvailableMiB(): number {
-  const m = /^MemAvailable:\s+(\d+) kB/m.exec(fs.readFileSync('/proc/meminfo', 'utf8'));
-  return m ? Number(m[1]) / 1024 : NaN;
+  return readMemAvailableMiB() ?? NaN;
 }
 
 /** CPU seconds (user + system) of processes, including their reaped children (cutime, cstime). */
