@@ -29,14 +29,8 @@ beforeAll(async () => {
     workers: 1,
     schedulers: 2,
     env: {
+      // Fault handling runs with the shipped defaults (ack wait, retries, placement and invoke timeouts).
       MAYFLY_POOL_SIZE: '2',
-      MAYFLY_ASYNC_ACK_WAIT_MS: '5000',
-      MAYFLY_ASYNC_RETRY_MIN_MS: '200',
-      MAYFLY_ASYNC_RETRY_MAX_MS: '2000',
-      MAYFLY_ASYNC_MAX_ATTEMPTS: '10',
-      MAYFLY_ASYNC_CONCURRENCY: '8',
-      MAYFLY_INVOKE_OVERHEAD_MS: '10000',
-      MAYFLY_PLACEMENT_TIMEOUT_MS: '3000',
       // Schedulers see a deploy or removal within 200 ms, so the 20 s window holds 20 ticks ± 1.
       MAYFLY_TRIGGER_REFRESH_MS: '200',
     },
